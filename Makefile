@@ -1,0 +1,38 @@
+# Set-up and common tasks. Every target works from a clean clone with only Python 3.11 installed.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install test test-all lint format demo smoke clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# torch first and pinned, so that no later resolve pulls a multi-GB CUDA build.
+	$(PIP) install torch==$(TORCH_VERSION)
+	$(PIP) install -e '.[dev,sweeps]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m ''
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+demo: install
+	$(PY) -m refusion_pl.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
