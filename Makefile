@@ -32,7 +32,10 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 demo: install
-	$(PY) -m refusion_pl.demo
+	$(PY) -m refusion_pl.train experiment=demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+smoke: install
+	$(PY) -m refusion_pl.train experiment=smoke

@@ -1,0 +1,292 @@
+"""Typed schemas for the Hydra configs, and start-up validation with errors that name the key.
+
+Hydra composes plain YAML; these dataclasses (registered in Hydra's ConfigStore under ``schema/``) are merged
+over the composed config at start-up, so a typo'd key or a wrongly typed value fails before any work starts.
+Range checks that a type cannot express (``sde.steps=0``) follow, and ``_target_`` nodes are checked against
+the signature of the class they build.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+SCHEDULES = ("cosine", "linear", "constant")
+SAMPLERS = ("sde", "ode", "posterior")
+OPTIMIZERS = ("lion", "adamw")
+LR_SCHEDULERS = ("cosine", "multistep", "constant")
+MODELS = ("latent", "pixel")
+STAGES = ("auto", "autoencoder", "diffusion")
+PROGRESS_BARS = ("tqdm", "rich", "none")
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and what is allowed."""
+
+
+@dataclass
+class SDEConfig:
+    max_sigma: float = 50.0
+    steps: int = 100
+    schedule: str = "cosine"
+    eps: float = 0.005
+    sampler: str = "sde"
+    sample_steps: int | None = None
+
+
+@dataclass
+class TaskConfig:
+    name: str = "shadow"
+    channels: int = 3
+    scale: int = 1
+    crop_border: int = 0
+    degradation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "latent"
+
+
+@dataclass
+class NAFNetConfig:
+    width: int = 32
+    enc_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 4])
+    middle_blk_num: int = 1
+    dec_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+
+
+@dataclass
+class AutoencoderNetConfig:
+    ch: int = 8
+    ch_mult: list[int] = field(default_factory=lambda: [4, 8, 8, 16])
+    embed_dim: int = 8
+
+
+@dataclass
+class NetConfig:
+    nafnet: NAFNetConfig = field(default_factory=NAFNetConfig)
+    autoencoder: AutoencoderNetConfig = field(default_factory=AutoencoderNetConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lion"
+    lr: float = 4e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"
+    eta_min: float = 1e-7
+    warmup_steps: int = 0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.5
+
+
+@dataclass
+class AutoencoderStageConfig:
+    ckpt: str | None = None
+    max_steps: int = 2000
+    lr: float = 4e-5
+    batch_size: int = 4
+    crop_size: int = 128
+    swap_prob: float = 0.5
+    reg_weight: float = 0.001
+
+
+@dataclass
+class ValConfig:
+    num_images: int = 2
+    sample_steps: int | None = None
+    sampler: str = "sde"
+
+
+@dataclass
+class FigureConfig:
+    enabled: bool = True
+    num_images: int = 4
+    sample_steps: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    save_last: bool = True
+    save_top_k: int = 1
+    every_n_train_steps: int | None = None
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.995
+    update_every_n_steps: int = 10
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    lr_monitor: bool = True
+    throughput: bool = True
+    image_panels: bool = True
+    progress_bar: str = "tqdm"
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "outputs"
+    output_dir: str = "outputs/run"
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    data: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    autoencoder: AutoencoderStageConfig = field(default_factory=AutoencoderStageConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    figure: FigureConfig = field(default_factory=FigureConfig)
+    stage: str = "auto"
+    seed: int = 42
+    ckpt_path: str | None = None
+    optimized_metric: str = "val/psnr"
+    experiment: Any = None
+    hparams_search: Any = None
+
+
+def register_schemas() -> None:
+    """Make the schemas visible to Hydra (``--info`` and config searches list them under ``schema/``)."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="train", node=TrainConfig)
+    store.store(group="schema", name="sde", node=SDEConfig)
+
+
+def _schema_error(err: OmegaConfBaseException) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    return ConfigError(f"invalid config key '{key}': {getattr(err, 'msg', str(err)).splitlines()[0]}")
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _check_range(key: str, value: Any, low: float | None, high: float | None, closed: bool = True) -> None:
+    ok = True
+    if low is not None:
+        ok &= value >= low if closed else value > low
+    if high is not None:
+        ok &= value <= high if closed else value < high
+    if not ok:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        brackets = "[]" if closed else "()"
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {brackets[0]}{lo}, {hi}{brackets[1]}")
+
+
+def check_sde(sde: Any, prefix: str = "sde") -> None:
+    """Range checks for an SDE node (also used on the settings stored in a checkpoint)."""
+    _check_range(f"{prefix}.steps", sde.steps, 1, None)
+    _check_range(f"{prefix}.max_sigma", sde.max_sigma, 0, None)
+    _check_range(f"{prefix}.eps", sde.eps, 0, 1, closed=False)
+    _check_choice(f"{prefix}.schedule", sde.schedule, SCHEDULES)
+    _check_choice(f"{prefix}.sampler", sde.sampler, SAMPLERS)
+    if sde.sample_steps is not None:
+        _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
+
+
+def _check_values(cfg: Any) -> None:
+    check_sde(cfg.sde)
+    _check_choice("model", cfg.model.name, MODELS)
+    _check_choice("stage", cfg.stage, STAGES)
+    _check_choice("optim", cfg.optim.name, OPTIMIZERS)
+    _check_choice("scheduler", cfg.scheduler.name, LR_SCHEDULERS)
+    _check_choice("callbacks.progress_bar", cfg.callbacks.progress_bar, PROGRESS_BARS)
+    _check_choice("val.sampler", cfg.val.sampler, SAMPLERS)
+    _check_range("optim.lr", cfg.optim.lr, 0, None, closed=False)
+    _check_range("autoencoder.lr", cfg.autoencoder.lr, 0, None, closed=False)
+    _check_range("optim.weight_decay", cfg.optim.weight_decay, 0, None)
+    _check_range("task.channels", cfg.task.channels, 1, None)
+    _check_range("task.scale", cfg.task.scale, 1, None)
+    _check_range("autoencoder.swap_prob", cfg.autoencoder.swap_prob, 0, 1)
+    _check_range("callbacks.ema.decay", cfg.callbacks.ema.decay, 0, 1)
+    _check_range("val.num_images", cfg.val.num_images, 0, None)
+    _check_range("autoencoder.max_steps", cfg.autoencoder.max_steps, 1, None)
+    for key in ("val.sample_steps", "figure.sample_steps"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            _check_range(key, value, 1, cfg.sde.steps)
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas={list(cfg.optim.betas)} must hold two numbers")
+    net = cfg.net.nafnet
+    if len(net.enc_blk_nums) != len(net.dec_blk_nums):
+        raise ConfigError(
+            f"net.nafnet.enc_blk_nums ({len(net.enc_blk_nums)} levels) and net.nafnet.dec_blk_nums "
+            f"({len(net.dec_blk_nums)} levels) must have the same length"
+        )
+    if cfg.model.name == "latent" and cfg.stage == "diffusion" and not cfg.autoencoder.ckpt:
+        raise ConfigError(
+            "stage=diffusion with model=latent needs a trained autoencoder: set autoencoder.ckpt=PATH "
+            "(or run stage=auto to train both stages)"
+        )
+
+
+def _import_target(target: str) -> Any:
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"_target_ '{target}' cannot be imported: {err}") from err
+
+
+def check_target_keys(node: Any, key: str) -> None:
+    """Fail early, naming the key, when a ``_target_`` node holds an argument its class does not take."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    params = inspect.signature(_import_target(node._target_)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [name for name in params if name != "self"]
+    for name in node:
+        if str(name).startswith("_"):
+            continue
+        if name not in params:
+            raise ConfigError(
+                f"unknown config key '{key}.{name}' for {node._target_}; allowed keys: {', '.join(allowed)}"
+            )
+
+
+def validate_config(cfg: DictConfig) -> DictConfig:
+    """Check ``cfg`` against the schema and value ranges; return it unchanged or raise ConfigError."""
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        raise _schema_error(err) from None
+    _check_values(merged)
+    check_target_keys(cfg.get("data"), "data")
+    return cfg
+
+
+register_schemas()

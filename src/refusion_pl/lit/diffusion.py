@@ -1,0 +1,204 @@
+"""Stage 2: IR-SDE diffusion with a ConditionalNAFNet noise network, on latents or on pixels."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from refusion_pl.checkpoints import safe_torch_load
+from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
+from refusion_pl.lit.metrics import psnr_per_image
+from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
+from refusion_pl.pipeline import restore
+from refusion_pl.sde import IRSDE
+
+# SDE settings fixed by training; a checkpoint is never sampled with different ones.
+TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps")
+
+
+def build_sde(cfg: dict[str, Any]) -> IRSDE:
+    return IRSDE(max_sigma=cfg["max_sigma"], T=cfg["steps"], schedule=cfg["schedule"], eps=cfg["eps"])
+
+
+class DiffusionModule(RestorationModule):
+    """Latent (default; frozen autoencoder from stage 1) or pixel-space Refusion.
+
+    Everything needed to sample travels with the checkpoint: SDE and network settings in the hyper-parameters,
+    the frozen autoencoder's weights in the state dict.
+    """
+
+    kind = "diffusion"
+
+    def __init__(
+        self,
+        model: str = "latent",
+        channels: int = 3,
+        nafnet: dict[str, Any] | None = None,
+        autoencoder: dict[str, Any] | None = None,
+        sde: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        lr: float | None = None,
+        max_steps: int = 1000,
+        val: dict[str, Any] | None = None,
+        crop_border: int = 0,
+    ) -> None:
+        optim = optim or {"name": "adamw", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
+        scheduler = scheduler or {"name": "constant"}
+        super().__init__(optim, scheduler, max_steps, crop_border)
+        self.save_hyperparameters()
+        if model not in ("latent", "pixel"):
+            raise ValueError(f"model={model!r} is not supported; choose one of: latent, pixel")
+        sde = sde or {"max_sigma": 50, "steps": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
+        self.sde = build_sde(sde)
+        self.autoencoder: UNetAutoencoder | None = None
+        net_channels = channels
+        if model == "latent":
+            if autoencoder is None:
+                raise ValueError("model='latent' needs the autoencoder's settings (net.autoencoder)")
+            self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **autoencoder)
+            self.autoencoder.requires_grad_(False).eval()
+            net_channels = autoencoder["embed_dim"]
+        self.net = ConditionalNAFNet(img_channel=net_channels, variant=model, **(nafnet or {}))
+        self.val_cfg = {
+            "num_images": 2,
+            "sample_steps": None,
+            "sampler": sde.get("sampler", "sde"),
+            **(val or {}),
+        }
+        self._val_seen = 0
+        self._val_input_psnr: list[torch.Tensor] = []
+
+    # ---- stage-1 weights -------------------------------------------------------------------------------------
+    def load_autoencoder(self, path: str | Path) -> None:
+        """Copy the frozen autoencoder from a stage-1 checkpoint, refusing one built with other settings."""
+        if self.autoencoder is None:
+            raise ValueError("a pixel-space model has no autoencoder to load")
+        checkpoint = safe_torch_load(path)
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        if meta.get("kind") != "autoencoder":
+            raise ValueError(
+                f"{path} is not a refusion_pl autoencoder checkpoint (kind={meta.get('kind')!r})"
+            )
+        stored = dict(checkpoint["hyper_parameters"]["net"])
+        wanted = dict(self.hparams.autoencoder)
+        if {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in stored.items()} != {
+            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in wanted.items()
+        }:
+            raise ValueError(
+                f"autoencoder checkpoint {path} was trained with net={stored}, this run wants {wanted}"
+            )
+        prefix = "autoencoder."
+        weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        self.autoencoder.load_state_dict(weights, strict=True)
+
+    def train(self, mode: bool = True) -> DiffusionModule:
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen: always in inference mode
+        return self
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def to_diffusion_space(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, x0): the LQ and GT themselves, or their latents under the frozen autoencoder."""
+        if self.autoencoder is None:
+            return lq, gt
+        return self.autoencoder.encode(lq)[0], self.autoencoder.encode(gt)[0]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        lq, gt = self.split_batch(batch)
+        mu, x0 = self.to_diffusion_space(lq, gt)
+        t = torch.randint(1, self.sde.T + 1, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        xt = self.sde.mu_bar(x0, mu, t) + self.sde.sigma_bar(t) * noise
+        noise_pred = self.net(xt, mu, t)
+        loss = self.sde.training_loss(noise_pred, xt, x0, mu, t)
+        self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
+        return loss
+
+    # ---- restoration and validation ---------------------------------------------------------------------------
+    def restore(
+        self,
+        lq: torch.Tensor,
+        sampler: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        return restore(
+            self.sde,
+            self.net,
+            lq,
+            autoencoder=self.autoencoder,
+            sampler=sampler or self.val_cfg["sampler"],
+            steps=steps,
+            generator=generator,
+            progress=progress,
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._val_seen = 0
+        self._val_input_psnr = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self._val_seen >= self.val_cfg["num_images"]:
+            return
+        lq, gt = self.split_batch(batch)
+        generator = torch.Generator(device=lq.device).manual_seed(
+            1000 + batch_idx
+        )  # same noise every validation
+        restored = self.restore(lq, steps=self.val_cfg["sample_steps"], generator=generator)
+        self.val_metrics.update(restored, gt)
+        self._val_input_psnr.append(psnr_per_image(lq, gt))
+        self._val_seen += lq.shape[0]
+        for index in range(lq.shape[0]):
+            self.add_panel(batch["lq"][index], restored[index], gt[index])
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_metrics.count == 0:
+            return
+        self.log_metrics("val", self.val_metrics.compute())
+        self.log("val/psnr_input", torch.cat(self._val_input_psnr).mean(), sync_dist=True)
+        self.log_panels("val/panels")
+
+    # ---- loading for inference -------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, sde_overrides: dict[str, Any] | None = None, map_location: str = "cpu"
+    ) -> DiffusionModule:
+        """Load a diffusion checkpoint safely; settings fixed by training always come from the checkpoint.
+
+        A trained setting in ``sde_overrides`` that differs from the checkpoint's is ignored with a warning;
+        sampling settings (``sampler``, ``sample_steps``) are applied.
+        """
+        checkpoint = safe_torch_load(path, map_location=map_location)
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        if meta.get("kind") != "diffusion" or "hyper_parameters" not in checkpoint:
+            raise ValueError(
+                f"{path} is not a refusion_pl diffusion checkpoint (found kind={meta.get('kind')!r}); "
+                "pass the checkpoint written by the diffusion stage of `python -m refusion_pl.train`"
+            )
+        hparams = dict(checkpoint["hyper_parameters"])
+        sde = dict(hparams["sde"])
+        for key, value in (sde_overrides or {}).items():
+            if key in TRAINED_SDE_KEYS:
+                if value is not None and value != sde[key]:
+                    warnings.warn(
+                        f"sde.{key}={value} ignored: the checkpoint was trained with sde.{key}={sde[key]}",
+                        stacklevel=2,
+                    )
+            elif value is not None:
+                sde[key] = value
+        hparams["sde"] = sde
+        hparams["val"] = {**(hparams.get("val") or {}), "sampler": sde.get("sampler", "sde")}
+        if sde.get("sample_steps") is not None:
+            hparams["val"]["sample_steps"] = sde["sample_steps"]
+        module = cls(**hparams)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        module.run_config = meta.get("config")
+        return module.eval()

@@ -1,0 +1,120 @@
+"""Restoration metrics as papers report them: PSNR/SSIM on RGB and on Y (with a border crop), LPIPS if possible.
+
+PSNR and SSIM come from torchmetrics. Y is the ITU-R BT.601 luma in studio range (16-235), the convention of
+MATLAB's ``rgb2ycbcr`` that restoration papers use, so numbers are comparable with published tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.aggregation import MeanMetric
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+LPIPS_WEIGHT_FILES = ("alexnet-owt-7be5be79.pth",)
+
+
+def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
+    """BT.601 studio-range luma of an RGB image in [0, 1], returned in [0, 1] (shape B,1,H,W)."""
+    r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    return (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+
+
+def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
+    """Drop ``border`` pixels on every side (papers do this for SR, where borders are ill-posed)."""
+    if border <= 0:
+        return image
+    return image[..., border:-border, border:-border]
+
+
+def lpips_status() -> tuple[bool, str]:
+    """Whether LPIPS can run offline here, and why not. Nothing is ever downloaded."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception as err:  # torchvision from PyPI may fail to import next to a CPU torch build
+        return False, f"LPIPS disabled: torchvision is not importable ({type(err).__name__}: {err})"
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any((checkpoints / name).is_file() for name in LPIPS_WEIGHT_FILES):
+        return (
+            False,
+            f"LPIPS disabled: backbone weights not found locally in {checkpoints} (no download at run time)",
+        )
+    return True, "LPIPS enabled (AlexNet backbone from the local torch hub cache)"
+
+
+def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR of each image in the batch (data range 1), shape (B,)."""
+    mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1).clamp_min(1e-20)
+    return (-10.0 * torch.log10(mse)).float()
+
+
+def ssim_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image (Gaussian 11x11, sigma 1.5), averaged over the valid region as in Wang et al.
+
+    torchmetrics averages its SSIM map over the reflect-padded border too; cropping the 5-pixel half window
+    gives the reference definition (and scikit-image's value).
+    """
+    _, ssim_map = structural_similarity_index_measure(
+        pred.double(), target.double(), data_range=1.0, reduction="none", return_full_image=True
+    )
+    half = 5
+    if min(ssim_map.shape[-2:]) > 2 * half:
+        ssim_map = ssim_map[..., half:-half, half:-half]
+    return ssim_map.flatten(1).mean(1).float()
+
+
+def image_metrics(pred: torch.Tensor, target: torch.Tensor, crop: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image PSNR/SSIM on RGB and (for colour images) on Y, after a ``crop`` border crop."""
+    pred = crop_border(pred.float().clamp(0, 1), crop)
+    target = crop_border(target.float().clamp(0, 1), crop)
+    out = {"psnr": psnr_per_image(pred, target), "ssim": ssim_per_image(pred, target)}
+    if pred.shape[1] == 3:
+        pred_y, target_y = rgb_to_y(pred), rgb_to_y(target)
+        out["psnr_y"] = psnr_per_image(pred_y, target_y)
+        out["ssim_y"] = ssim_per_image(pred_y, target_y)
+    return out
+
+
+class RestorationMetrics(nn.Module):
+    """Means over images of PSNR/SSIM (RGB and Y, after ``crop``) and optional LPIPS; synced across devices."""
+
+    NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
+
+    def __init__(self, crop: int = 0, use_lpips: bool = True) -> None:
+        super().__init__()
+        self.crop = crop
+        self.means = nn.ModuleDict({name: MeanMetric() for name in self.NAMES})
+        self.lpips = None
+        if use_lpips and lpips_status()[0]:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self.lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+
+    @property
+    def count(self) -> int:
+        return int(self.means["psnr"].update_count)
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = image_metrics(pred, target, self.crop)
+        for name, value in values.items():
+            self.means[name].update(value)
+        if self.lpips is not None and pred.shape[1] == 3:
+            self.lpips.update(
+                crop_border(pred.clamp(0, 1), self.crop), crop_border(target.clamp(0, 1), self.crop)
+            )
+        return values
+
+    def compute(self) -> dict[str, float]:
+        out = {name: float(metric.compute()) for name, metric in self.means.items() if metric.update_count}
+        if self.lpips is not None and self.lpips.update_count:
+            out["lpips"] = float(self.lpips.compute())
+        return out
+
+    def reset(self) -> None:
+        for metric in self.means.values():
+            metric.reset()
+        if self.lpips is not None:
+            self.lpips.reset()

@@ -1,0 +1,55 @@
+"""Optimisers and learning-rate schedules from plain config mappings (so checkpoints hold no objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    SequentialLR,
+)
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], lr: float | None = None):
+    """AdamW from torch or Lion from lion-pytorch; ``lr`` overrides ``cfg['lr']`` (the autoencoder stage)."""
+    name = cfg["name"]
+    kwargs = {
+        "lr": float(lr if lr is not None else cfg["lr"]),
+        "betas": tuple(float(b) for b in cfg["betas"]),
+        "weight_decay": float(cfg.get("weight_decay", 0.0)),
+    }
+    if name == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    if name == "lion":
+        from lion_pytorch import Lion
+
+        return Lion(params, **kwargs)
+    raise ValueError(f"optim.name={name!r} is not supported; choose one of: adamw, lion")
+
+
+def _main_schedule(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], steps: int) -> LRScheduler:
+    name = cfg["name"]
+    if name == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=max(steps, 1), eta_min=float(cfg.get("eta_min", 0.0)))
+    if name == "multistep":
+        milestones = sorted({max(1, round(float(m) * steps)) for m in cfg.get("milestones", [])})
+        return MultiStepLR(optimizer, milestones=milestones, gamma=float(cfg.get("gamma", 0.5)))
+    if name == "constant":
+        return ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"scheduler.name={name!r} is not supported; choose one of: cosine, multistep, constant")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], max_steps: int) -> LRScheduler:
+    """Per-step schedule over ``max_steps``, with an optional linear warm-up in front."""
+    warmup = int(cfg.get("warmup_steps", 0) or 0)
+    main = _main_schedule(optimizer, cfg, max_steps - warmup)
+    if warmup <= 0:
+        return main
+    ramp = LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, schedulers=[ramp, main], milestones=[warmup])

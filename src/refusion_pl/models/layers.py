@@ -1,0 +1,78 @@
+"""Small building blocks shared by the noise network and the autoencoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of an NCHW tensor, with a scale `g` and no bias.
+
+    The original implementation normalises with the biased variance and no shift; matching it exactly
+    is what lets its checkpoints load.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.g = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.g
+
+
+class SimpleGate(nn.Module):
+    """Split the channels (dim 1) in two halves and multiply them: NAFNet's parameter-free activation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style embedding of scalars (time steps, lens parameters): `[sin, cos]` of `dim` channels.
+
+    Pure tensor ops, so it traces under torch.compile and CUDA graphs without host syncs.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 4 or dim % 2:
+            raise ValueError(f"sinusoidal embedding dimension must be even and >= 4, got {dim}")
+        self.dim = dim
+
+    def forward(self, values: Tensor) -> Tensor:
+        half = self.dim // 2
+        scale = math.log(10000) / (half - 1)
+        freqs = torch.exp(torch.arange(half, device=values.device, dtype=torch.float32) * -scale)
+        args = values.reshape(-1, 1).to(torch.float32) * freqs
+        return torch.cat([args.sin(), args.cos()], dim=-1)
+
+
+def as_batch_vector(values: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """Turn a per-image value given as a python number, a 0-d tensor, (B,) or (B, 1, 1, 1) into shape (B,).
+
+    Shape-only logic, so it does not block compilation.
+    """
+    t = torch.as_tensor(values, device=device)
+    t = t.reshape(-1)
+    return t.expand(batch) if t.shape[0] == 1 else t
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
+    """Pad at the bottom/right so that H and W are multiples of `multiple`.
+
+    `reflect` needs the pad to be smaller than the size; for tiny inputs it falls back to `replicate`
+    on that axis instead of failing.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if mode != "reflect":
+        return F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
+    x = F.pad(x, (0, pw, 0, 0), mode="reflect" if pw < w else "replicate") if pw else x
+    return F.pad(x, (0, 0, 0, ph), mode="reflect" if ph < h else "replicate") if ph else x

@@ -1,0 +1,191 @@
+"""U-Net latent autoencoder of latent Refusion (stage 1).
+
+The decoder consumes the encoder's hidden maps (U-Net skips), so a latent decodes *through the degraded
+image's details*: this is what lets a small latent carry only what restoration must change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from refusion_pl.models.layers import LayerNorm2d, pad_to_multiple
+
+
+class AEHidden(list):
+    """The encoder's hidden maps (a plain list of tensors, in encoder order) plus the unpadded input size.
+
+    `decode` reads `image_size` to crop its output back; plain lists still work (then pass `size=`).
+    """
+
+    def __init__(self, maps: Sequence[Tensor] = (), image_size: tuple[int, int] | None = None) -> None:
+        super().__init__(maps)
+        self.image_size = image_size
+
+
+class ConvAct(nn.Module):
+    """3x3 conv (no bias) followed by SiLU."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(dim_in, dim_out, 3, padding=1, bias=False)
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.proj(x))
+
+
+class ResBlock(nn.Module):
+    """Two ConvAct layers plus a (1x1-projected when channels change) identity path."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.block1 = ConvAct(dim_in, dim_out)
+        self.block2 = ConvAct(dim_out, dim_out)
+        self.res_conv = nn.Conv2d(dim_in, dim_out, 1, bias=False) if dim_in != dim_out else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block2(self.block1(x)) + self.res_conv(x)
+
+
+class LinearAttention(nn.Module):
+    """Linear (softmax-kernel) attention: cost linear in the number of pixels (q softmaxed over features,
+    k over positions)."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        hidden = heads * dim_head
+        self.to_qkv = nn.Conv2d(dim, 3 * hidden, 1, bias=False)
+        self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), LayerNorm2d(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        q, k, v = (
+            rearrange(p, "b (h c) x y -> b h c (x y)", h=self.heads) for p in self.to_qkv(x).chunk(3, dim=1)
+        )
+        q = q.softmax(dim=-2) * self.scale
+        k = k.softmax(dim=-1)
+        v = v / (h * w)  # as in the original: keeps the context sum an average, whatever the image size
+        context = k @ v.transpose(-1, -2)  # b h d e
+        out = context.transpose(-1, -2) @ q  # b h e n
+        return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", x=h, y=w))
+
+
+class ResidualLinearAttention(nn.Module):
+    """`x + attn(norm(x))`."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm2d(dim)
+        self.body = LinearAttention(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(self.norm(x))
+
+
+class UpConv(nn.Module):
+    """Optional nearest 2x upsampling, then a 3x3 conv."""
+
+    def __init__(self, dim_in: int, dim_out: int, upsample: bool) -> None:
+        super().__init__()
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest") if upsample else nn.Identity()
+        self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1, bias=upsample)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.upsample(x))
+
+
+class EncoderLevel(nn.Module):
+    """Two ResBlocks, attention at the deepest level only, then a stride-2 conv (3x3 conv at the deepest)."""
+
+    def __init__(self, dim_in: int, dim_out: int, deepest: bool) -> None:
+        super().__init__()
+        self.res1 = ResBlock(dim_in, dim_in)
+        self.res2 = ResBlock(dim_in, dim_in)
+        self.attn = ResidualLinearAttention(dim_in) if deepest else nn.Identity()
+        self.down = (
+            nn.Conv2d(dim_in, dim_out, 3, padding=1, bias=False)
+            if deepest
+            else nn.Conv2d(dim_in, dim_out, 4, stride=2, padding=1)
+        )
+
+
+class DecoderLevel(nn.Module):
+    """Mirror of `EncoderLevel`: each ResBlock first concatenates one encoder hidden map."""
+
+    def __init__(self, dim_in: int, dim_out: int, skip_dim: int, deepest: bool, top: bool) -> None:
+        super().__init__()
+        self.res1 = ResBlock(dim_in + skip_dim, dim_in)
+        self.res2 = ResBlock(dim_in + skip_dim, dim_in)
+        self.attn = ResidualLinearAttention(dim_in) if deepest else nn.Identity()
+        self.up = UpConv(dim_in, dim_out, upsample=not top)
+
+
+class UNetAutoencoder(nn.Module):
+    """Encode an image to a `2 ** (len(ch_mult) - 1)`-times smaller latent plus U-Net hidden maps; decode both.
+
+    Inputs are reflect-padded to a multiple of `2 ** len(ch_mult)`; `decode` crops back to the input size.
+    Only the deepest level holds (linear) attention; the upper levels are purely convolutional.
+    """
+
+    def __init__(
+        self,
+        in_ch: int = 3,
+        out_ch: int = 3,
+        ch: int = 8,
+        ch_mult: Sequence[int] = (4, 8, 8, 16),
+        embed_dim: int = 8,
+    ) -> None:
+        super().__init__()
+        dims = [ch * m for m in (1, *ch_mult)]
+        depth = len(ch_mult)
+        self.pad_multiple = 2**depth
+        self.init_conv = nn.Conv2d(in_ch, ch, 3, padding=1, bias=False)
+        self.encoder = nn.ModuleList(
+            EncoderLevel(dims[i], dims[i + 1], deepest=i == depth - 1) for i in range(depth)
+        )
+        self.latent_conv = nn.Conv2d(dims[-1], embed_dim, 1, bias=False)
+        self.post_latent_conv = nn.Conv2d(embed_dim, dims[-1], 1, bias=False)
+        self.decoder = nn.ModuleList(
+            DecoderLevel(dims[i + 1], dims[i], dims[i], deepest=i == depth - 1, top=i == 0)
+            for i in reversed(range(depth))
+        )
+        self.final_conv = nn.Conv2d(ch, out_ch, 3, padding=1)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, AEHidden]:
+        """Return the latent and the hidden maps (init conv output, then every ResBlock/attention output)."""
+        size = (x.shape[-2], x.shape[-1])
+        x = self.init_conv(pad_to_multiple(x, self.pad_multiple, mode="reflect"))
+        hidden = AEHidden([x], image_size=size)
+        for level in self.encoder:
+            x = level.res1(x)
+            hidden.append(x)
+            x = level.attn(level.res2(x))
+            hidden.append(x)
+            x = level.down(x)
+        return self.latent_conv(x), hidden
+
+    def decode(self, latent: Tensor, hidden: Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
+        """Decode `latent` through `hidden`; crop to `size` (default: the size recorded by `encode`)."""
+        skips = list(hidden)
+        x = self.post_latent_conv(latent)
+        for level in self.decoder:
+            x = level.res1(_cat(x, skips.pop()))
+            x = level.attn(level.res2(_cat(x, skips.pop())))
+            x = level.up(x)
+        out = self.final_conv(x + skips[0])
+        size = size if size is not None else getattr(hidden, "image_size", None)
+        return out if size is None else out[..., : size[0], : size[1]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruct `x` (encode then decode)."""
+        return self.decode(*self.encode(x))
+
+
+def _cat(x: Tensor, skip: Tensor) -> Tensor:
+    return torch.cat([x, skip], dim=1)

@@ -1,0 +1,134 @@
+"""Reverse-time sampling of the IR-SDE: ``sde`` (Euler-Maruyama), ``ode`` (probability flow), ``posterior``.
+
+With all ``T`` steps the samplers apply the one-step formulas of the original exactly. With fewer steps they
+walk a sub-sequence of the trained timesteps and jump between non-adjacent ``t > s`` with the closed-form
+two-timestep formulas of :class:`~refusion_pl.sde.IRSDE` (reusing one-step formulas over a longer jump would
+leave the state at the wrong noise level and never reach ``x_0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from refusion_pl.sde import IRSDE
+
+SAMPLERS = ("sde", "ode", "posterior")
+
+NoiseModel = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def timestep_schedule(T: int, steps: int) -> list[int]:
+    """Descending timesteps ``[T, ..., 0]`` with ``steps`` evenly spaced jumps (``steps + 1`` entries).
+
+    Rounds half up in integer arithmetic so the entries are strictly decreasing for any ``steps <= T``;
+    ``steps == T`` gives every timestep.
+    """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T={T!r} must be an integer >= 1")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps={steps!r} must be an integer in 1..T={T}")
+    return [(2 * T * i + steps) // (2 * steps) for i in range(steps, -1, -1)]
+
+
+class _Noise:
+    """Fresh standard normals into one reused buffer, from ``generator`` whatever device it lives on."""
+
+    def __init__(self, like: Tensor, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.like = like
+        gen_device = generator.device if generator is not None else like.device
+        self.buffer = torch.empty(like.shape, dtype=like.dtype, device=gen_device)
+
+    def __call__(self) -> Tensor:
+        self.buffer.normal_(generator=self.generator)
+        return self.buffer.to(self.like.device)
+
+
+@torch.no_grad()
+def sample(
+    sde: IRSDE,
+    model: NoiseModel,
+    mu: Tensor,
+    x_T: Tensor | None = None,
+    sampler: str = "sde",
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Run the reverse process from ``x_T`` (default ``mu + lambda z``) down to ``x_0``.
+
+    ``model(x, mu, t)`` predicts the noise; ``t`` is an int64 tensor of shape ``(B,)``.
+    ``steps=None`` or ``T`` reproduces the original sampler; fewer steps use the respaced jumps.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+    steps = sde.T if steps is None else steps
+    schedule = timestep_schedule(sde.T, steps)
+    noise = _Noise(mu, generator)
+    x = mu + sde.lam * noise() if x_T is None else x_T.to(mu)
+    if steps == sde.T:
+        return _full_loop(sde, model, mu, x, sampler, noise, progress)
+    return sample_between(sde, model, mu, x, schedule, sampler, noise, progress)
+
+
+def _batch_timesteps(schedule: list[int], mu: Tensor) -> Tensor:
+    """All model timesteps at once, ``(len(schedule), B)`` int64 on ``mu``'s device: no per-step copies."""
+    t = torch.tensor(schedule, dtype=torch.int64, device=mu.device)
+    return t[:, None].repeat(1, mu.shape[0])
+
+
+def _full_loop(
+    sde: IRSDE, model: NoiseModel, mu: Tensor, x: Tensor, sampler: str, noise: _Noise, progress: bool
+) -> Tensor:
+    """The original's ``t = T..1`` loop with the one-step formulas."""
+    t_batch = _batch_timesteps(list(range(sde.T, 0, -1)), mu)
+    for i in tqdm(range(sde.T), desc=f"{sampler} sampling", disable=not progress):
+        t = sde.T - i
+        noise_pred = model(x, mu, t_batch[i])
+        if sampler == "posterior":
+            x0 = sde.x0_from_noise(x, mu, noise_pred, t)
+            x = sde.reverse_optimum(x, x0, mu, t) + sde.posterior_std(t) * noise()
+            continue
+        score = sde.score_from_noise(noise_pred, t)
+        if sampler == "sde":
+            x = sde.reverse_sde_step(x, mu, score, t, noise())
+        else:
+            x = sde.reverse_ode_step(x, mu, score, t)
+    return x
+
+
+def sample_between(
+    sde: IRSDE,
+    model: NoiseModel,
+    mu: Tensor,
+    x: Tensor,
+    schedule: list[int],
+    sampler: str = "posterior",
+    noise: _Noise | torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Respaced reverse process along ``schedule`` (descending, ending at 0) with two-timestep jumps.
+
+    ``sde`` and ``posterior`` draw ``x_s ~ q(x_s | x_t, x0_hat)``; ``ode`` takes the deterministic
+    DDIM-like jump. The last jump lands on ``s = 0`` and so returns ``x0_hat``, as the full sampler's
+    ``t = 1`` step does. Usable with every timestep too (then equal to the one-step posterior up to rounding).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+    if any(b >= a for a, b in zip(schedule, schedule[1:])) or schedule[-1] != 0 or schedule[0] > sde.T:
+        raise ValueError(f"schedule={schedule!r} must be strictly decreasing from <= T={sde.T} to 0")
+    if not isinstance(noise, _Noise):
+        noise = _Noise(mu, noise)
+    t_batch = _batch_timesteps(schedule, mu)
+    for i in tqdm(range(len(schedule) - 1), desc=f"{sampler} sampling", disable=not progress):
+        t, s = schedule[i], schedule[i + 1]
+        x0 = sde.x0_from_noise(x, mu, model(x, mu, t_batch[i]), t)
+        if sampler == "ode":
+            x = sde.ode_jump(x, x0, mu, t, s)
+        else:
+            x = sde.posterior_mean_between(x, x0, mu, t, s) + sde.posterior_std_between(t, s) * noise()
+    return x

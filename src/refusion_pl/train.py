@@ -1,0 +1,254 @@
+"""``python -m refusion_pl.train``: train the autoencoder and/or the diffusion stage from a Hydra config.
+
+``train(cfg)`` does the work and returns the final metrics, so tests and sweeps call it in-process; ``main`` is
+the thin Hydra entry point that turns known errors into one readable line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from refusion_pl.config import ConfigError, validate_config
+from refusion_pl.data import DataError
+from refusion_pl.figures import save_restoration_figure
+from refusion_pl.files import atomic_write_json, atomic_write_text
+from refusion_pl.lit import AutoencoderModule, DiffusionModule
+from refusion_pl.lit.callbacks import ThroughputLogger, build_callbacks
+
+log = logging.getLogger("refusion_pl.train")
+
+
+# ---- planning ------------------------------------------------------------------------------------------------
+def plan_stages(cfg: DictConfig) -> list[str]:
+    """auto: both stages for latent models, diffusion only for pixel models; otherwise the named stage."""
+    if cfg.stage != "auto":
+        return [cfg.stage]
+    return ["autoencoder", "diffusion"] if cfg.model.name == "latent" else ["diffusion"]
+
+
+def find_last_checkpoint(output_dir: Path, stage: str) -> Path | None:
+    """The newest ``last.ckpt`` of ``stage``: in this run directory, else in the newest sibling run."""
+    own = output_dir / stage / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
+    candidates = sorted(
+        output_dir.parent.glob(f"*/{stage}/checkpoints/last.ckpt"),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    return candidates[0] if candidates else None
+
+
+def resolve_resume(cfg: DictConfig, output_dir: Path, stage: str) -> str | None:
+    if cfg.ckpt_path is None:
+        return None
+    if cfg.ckpt_path != "last":
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+        return str(path)
+    found = find_last_checkpoint(output_dir, stage)
+    if found is not None:
+        log.info("Resuming %s stage from %s", stage, found)
+    return str(found) if found else None
+
+
+# ---- building --------------------------------------------------------------------------------------------------
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _wandb_offline(requested: bool | None) -> bool:
+    """Offline unless W&B is configured: WANDB_MODE wins, then an API key (environment or netrc)."""
+    if requested is not None:
+        return bool(requested)
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode in ("offline", "dryrun")
+    netrc = Path.home() / ".netrc"
+    has_netrc_key = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    return not (os.environ.get("WANDB_API_KEY") or has_netrc_key)
+
+
+def sweep_info() -> tuple[str | None, list[str]]:
+    """(group, tags) of a multirun job: the sweep directory's name and the job's overrides."""
+    if not HydraConfig.initialized():
+        return None, []
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return Path(hydra_cfg.sweep.dir).name, overrides
+    return None, overrides
+
+
+def build_loggers(cfg: DictConfig, stage_dir: Path, stage: str, run_config: dict) -> list[Any]:
+    loggers: list[Any] = []
+    group, tags = sweep_info()
+    for name, node in (cfg.logger or {}).items():
+        kwargs: dict[str, Any] = {"save_dir": str(stage_dir)}
+        if name == "wandb":
+            kwargs.update(
+                offline=_wandb_offline(node.get("offline")),
+                group=node.get("group") or group,
+                tags=list(node.get("tags") or []) + tags,
+                name=node.get("name") or f"{stage_dir.parent.name}-{stage}",
+                job_type=stage,
+                config=run_config,
+            )
+            os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(hydra.utils.instantiate(node, **kwargs))
+    return loggers
+
+
+def build_trainer(
+    cfg: DictConfig, stage: str, stage_dir: Path, max_steps: int, run_config: dict
+) -> pl.Trainer:
+    callbacks = build_callbacks(cfg, stage, stage_dir / "checkpoints", monitor=cfg.optimized_metric)
+    val_every = min(int(cfg.trainer.val_check_interval), max_steps)
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        max_steps=max_steps,
+        val_check_interval=val_every,
+        callbacks=callbacks,
+        logger=build_loggers(cfg, stage_dir, stage, run_config) or False,
+        default_root_dir=str(stage_dir),
+        enable_progress_bar=cfg.callbacks.progress_bar != "none",
+    )
+
+
+def build_datamodule(cfg: DictConfig, stage: str) -> pl.LightningDataModule:
+    if stage == "autoencoder":
+        return hydra.utils.instantiate(
+            cfg.data,
+            batch_size=cfg.autoencoder.batch_size,
+            crop_size=cfg.autoencoder.crop_size,
+            swap_prob=cfg.autoencoder.swap_prob,
+        )
+    return hydra.utils.instantiate(cfg.data)
+
+
+def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> pl.LightningModule:
+    common = {
+        "optim": _plain(cfg.optim),
+        "scheduler": _plain(cfg.scheduler),
+        "crop_border": int(cfg.task.crop_border),
+        "channels": int(cfg.task.channels),
+    }
+    if stage == "autoencoder":
+        return AutoencoderModule(
+            net=_plain(cfg.net.autoencoder),
+            lr=float(cfg.autoencoder.lr),
+            max_steps=int(cfg.autoencoder.max_steps),
+            reg_weight=float(cfg.autoencoder.reg_weight),
+            **common,
+        )
+    module = DiffusionModule(
+        model=cfg.model.name,
+        nafnet=_plain(cfg.net.nafnet),
+        autoencoder=_plain(cfg.net.autoencoder) if cfg.model.name == "latent" else None,
+        sde=_plain(cfg.sde),
+        lr=float(cfg.optim.lr),
+        max_steps=int(cfg.trainer.max_steps),
+        val=_plain(cfg.val),
+        **common,
+    )
+    if cfg.model.name == "latent":
+        if autoencoder_ckpt is None:
+            raise ConfigError("the latent diffusion stage needs autoencoder.ckpt=PATH (a stage-1 checkpoint)")
+        module.load_autoencoder(autoencoder_ckpt)
+    return module
+
+
+# ---- running -------------------------------------------------------------------------------------------------
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, float)
+    }
+
+
+def run_stage(
+    cfg: DictConfig, stage: str, output_dir: Path, run_config: dict, autoencoder_ckpt: str | None
+) -> tuple[dict[str, float], Path, pl.LightningModule, pl.LightningDataModule]:
+    """Fit one stage (resuming if asked), validate at the end, and return (metrics, best-or-last ckpt)."""
+    stage_dir = output_dir / stage
+    max_steps = int(cfg.autoencoder.max_steps if stage == "autoencoder" else cfg.trainer.max_steps)
+    datamodule = build_datamodule(cfg, stage)
+    module = build_module(cfg, stage, autoencoder_ckpt)
+    module.run_config = run_config
+    trainer = build_trainer(cfg, stage, stage_dir, max_steps, run_config)
+    resume = resolve_resume(cfg, output_dir, stage)  # a finished stage's fit returns at once
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")
+    metrics = _scalars(trainer.callback_metrics)
+    if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics = _scalars(trainer.callback_metrics)
+    throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputLogger)), None)
+    if throughput is not None and throughput.last_steps_per_sec is not None:
+        metrics.setdefault("train/steps_per_sec", throughput.last_steps_per_sec)
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    return metrics, Path(best) if best else last, module, datamodule
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run the configured stage(s) in one run directory; write config.yaml and metrics.json; return metrics."""
+    validate_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    summary: dict[str, Any] = {"status": "running", "stages": {}, "overrides": sweep_info()[1]}
+    atomic_write_json(output_dir / "metrics.json", summary)
+
+    metrics: dict[str, float] = {}
+    autoencoder_ckpt = cfg.autoencoder.ckpt
+    module = datamodule = None
+    for stage in plan_stages(cfg):
+        metrics, checkpoint, module, datamodule = run_stage(
+            cfg, stage, output_dir, run_config, autoencoder_ckpt
+        )
+        summary["stages"][stage] = {"metrics": metrics, "checkpoint": str(checkpoint)}
+        if stage == "autoencoder":
+            autoencoder_ckpt = str(checkpoint)
+        atomic_write_json(output_dir / "metrics.json", summary)
+
+    if isinstance(module, DiffusionModule) and cfg.figure.enabled:
+        figure = save_restoration_figure(module, datamodule, output_dir / "restorations.png", cfg.figure)
+        summary["figure"] = str(figure)
+    summary.update(status="completed", final=metrics)
+    atomic_write_json(output_dir / "metrics.json", summary)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except (ConfigError, DataError) as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(2)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Optimisers and schedules built from plain config mappings."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from lion_pytorch import Lion
+
+from refusion_pl.lit.optim import build_optimizer, build_scheduler
+
+
+def _params():
+    return [torch.nn.Parameter(torch.zeros(3))]
+
+
+def test_lion_and_adamw():
+    lion = build_optimizer(_params(), {"name": "lion", "lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.0})
+    assert isinstance(lion, Lion) and lion.defaults["lr"] == pytest.approx(1e-4)
+    adamw = build_optimizer(_params(), {"name": "adamw", "lr": 2e-4, "betas": [0.9, 0.999]}, lr=3e-4)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="adam_w"):
+        build_optimizer(_params(), {"name": "adam_w", "lr": 1e-4, "betas": [0.9, 0.99]})
+
+
+def _lrs(cfg, steps=100):
+    opt = build_optimizer(_params(), {"name": "adamw", "lr": 1.0, "betas": [0.9, 0.999]})
+    sched = build_scheduler(opt, cfg, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs, opt.param_groups[0]["lr"]
+
+
+def test_cosine_anneals_to_eta_min_after_warmup():
+    lrs, final = _lrs({"name": "cosine", "eta_min": 1e-3, "warmup_steps": 10})
+    assert lrs[0] < 0.01 and lrs[9] < lrs[10]  # linear warm-up
+    assert lrs[10] == pytest.approx(1.0)
+    assert final == pytest.approx(1e-3, rel=1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+def test_multistep_and_constant():
+    lrs, _ = _lrs({"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.5})
+    assert lrs[49] == pytest.approx(1.0) and lrs[50] == pytest.approx(0.5) and lrs[75] == pytest.approx(0.25)
+    lrs, final = _lrs({"name": "constant"})
+    assert set(lrs) == {1.0} and final == 1.0

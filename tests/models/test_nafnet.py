@@ -1,0 +1,179 @@
+"""ConditionalNAFNet: agreement with the original implementation, shapes, conditioning and gradients."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from refusion_pl.checkpoints import load_original_state_dict
+from refusion_pl.models import ConditionalNAFNet
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "original"
+VARIANTS = ("pixel", "latent", "stereo", "bokeh")
+
+
+@cache
+def fixture(variant: str) -> dict[str, Any]:
+    return torch.load(FIXTURES / f"cnafnet_{variant}_w8.pt", weights_only=True)
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def cond_scalars(data: dict[str, Any]) -> Tensor | None:
+    if "src_lens" not in data:
+        return None
+    return torch.stack([data["src_lens"], data["tgt_lens"], data["disparity"]], dim=1)
+
+
+def loaded_net(variant: str) -> ConditionalNAFNet:
+    data = fixture(variant)
+    net = ConditionalNAFNet(**data["config"], variant=variant)
+    return load_original_state_dict(net, data["state_dict"]).eval()
+
+
+def small_net(variant: str = "pixel", img_channel: int = 3) -> ConditionalNAFNet:
+    torch.manual_seed(0)
+    return ConditionalNAFNet(img_channel, 8, [1, 1], 1, [1, 1], variant=variant).eval()
+
+
+def channels(net: ConditionalNAFNet) -> int:
+    return net.img_channel * (2 if net.stereo else 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_original_implementation(variant: str) -> None:
+    data = fixture(variant)
+    net = loaded_net(variant)
+    with torch.no_grad():
+        out = net(data["x"], data["cond"], data["t"], cond_scalars=cond_scalars(data))
+    assert out.shape == data["out"].shape
+    assert rel_err(out, data["out"]) < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["pixel", "latent"])
+def test_time_step_matters(variant: str) -> None:
+    data = fixture(variant)
+    net = loaded_net(variant)
+    with torch.no_grad():
+        out = net(data["x"], data["cond"], data["t"] + 1)
+    assert rel_err(out, data["out"]) > 1e-3
+
+
+def test_bokeh_scalars_matter_and_are_required() -> None:
+    data = fixture("bokeh")
+    net = loaded_net("bokeh")
+    with torch.no_grad():
+        out = net(data["x"], data["cond"], data["t"], cond_scalars=cond_scalars(data).flip(1))
+        assert rel_err(out, data["out"]) > 1e-3
+        with pytest.raises(ValueError, match="cond_scalars"):
+            net(data["x"], data["cond"], data["t"])
+
+
+def test_stereo_views_interact() -> None:
+    """The right view's input changes the left view's output only through the cross-view fusion."""
+    data = fixture("stereo")
+    net = loaded_net("stereo")
+    x = data["x"].clone()
+    x[:, 3:] += 0.5
+    with torch.no_grad():
+        out = net(x, data["cond"], data["t"])
+    assert rel_err(out[:, :3], data["out"][:, :3]) > 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (1, 6), (5, 3)])
+def test_any_size_gives_input_size(variant: str, size: tuple[int, int]) -> None:
+    net = small_net(variant)
+    c = channels(net)
+    x, cond = torch.randn(2, c, *size), torch.randn(2, c, *size)
+    with torch.no_grad():
+        out = net(x, cond, torch.tensor([3, 7]), cond_scalars=torch.randn(2, 3))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_odd_size_equals_explicit_zero_padding() -> None:
+    """Padding happens inside: an odd input gives the crop of the zero-padded input's output."""
+    net = loaded_net("pixel")
+    x, cond = torch.randn(1, 3, 21, 27), torch.randn(1, 3, 21, 27)
+    padded = [torch.nn.functional.pad(v, (0, 5, 0, 11)) for v in (x, cond)]
+    with torch.no_grad():
+        out = net(x, cond, torch.tensor([4]))
+        ref = net(*padded, torch.tensor([4]))[..., :21, :27]
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batch_independence(variant: str) -> None:
+    data = fixture(variant)
+    net = loaded_net(variant)
+    scalars = cond_scalars(data)
+    with torch.no_grad():
+        singles = [
+            net(data["x"][i : i + 1], data["cond"][i : i + 1], data["t"][i : i + 1],
+                cond_scalars=None if scalars is None else scalars[i : i + 1])
+            for i in range(data["x"].shape[0])
+        ]  # fmt: skip
+    torch.testing.assert_close(torch.cat(singles), data["out"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "t", [5, torch.tensor(5), torch.tensor(5.0), torch.tensor([5, 5]), torch.full((2, 1, 1, 1), 5)]
+)
+def test_time_step_forms(t: Tensor | int) -> None:
+    net = loaded_net("latent")
+    data = fixture("latent")
+    with torch.no_grad():
+        ref = net(data["x"], data["cond"], torch.tensor([5, 5]))
+        torch.testing.assert_close(net(data["x"], data["cond"], t), ref)
+
+
+@pytest.mark.parametrize("variant", ["pixel", "latent"])
+def test_paper_width_runs_on_odd_multiple(variant: str) -> None:
+    c = 3 if variant == "pixel" else 8
+    net = ConditionalNAFNet(c, 64, [1, 1, 1, 1], 1, [1, 1, 1, 1], variant=variant).eval()
+    x = torch.randn(1, c, 40, 56)
+    with torch.no_grad():
+        assert net(x, x, torch.tensor([100])).shape == x.shape
+
+
+def test_unknown_variant_is_refused() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        ConditionalNAFNet(variant="bokhe")  # type: ignore[arg-type]
+
+
+def _grads(net: ConditionalNAFNet) -> dict[str, Tensor | None]:
+    c = channels(net)
+    torch.manual_seed(1)
+    x, cond = torch.randn(2, c, 64, 64), torch.randn(2, c, 64, 64)
+    out = net(x, cond, torch.tensor([2, 9]), cond_scalars=torch.randn(2, 3))
+    out.square().mean().backward()
+    return {name: p.grad for name, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_parameter_gets_gradient(variant: str) -> None:
+    """Residual scales start at zero (blocks start as identity), so open them before checking."""
+    net = small_net(variant).train()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    dead = [name for name, g in _grads(net).items() if g is None or not g.abs().sum() > 0]
+    assert not dead
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_residual_scales_learn_from_zero_init(variant: str) -> None:
+    net = small_net(variant).train()
+    grads = _grads(net)
+    scales = {n: g for n, g in grads.items() if n.endswith(("beta", "gamma"))}
+    assert scales
+    assert all(g is not None and g.abs().sum() > 0 for g in scales.values())

@@ -1,0 +1,113 @@
+"""Config composition and start-up validation: every group composes, bad values fail naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
+
+from refusion_pl.config import CONFIG_DIR, ConfigError, validate_config
+
+GROUPS = {
+    name: sorted(p.stem for p in (CONFIG_DIR / name).glob("*.yaml"))
+    for name in ("task", "model", "net", "optim", "scheduler", "data", "trainer", "logger", "experiment")
+}
+
+
+def test_every_group_has_options():
+    for group, options in GROUPS.items():
+        assert options, f"conf/{group} is empty"
+    assert {"shadow", "dehaze", "derain", "deblur", "denoise", "sr", "inpaint", "lowlight"} <= set(
+        GROUPS["task"]
+    )
+    assert {"smoke", "demo", "paper_shadow", "paper_dehaze"} <= set(GROUPS["experiment"])
+
+
+@pytest.mark.parametrize(
+    "group", ["task", "model", "net", "optim", "scheduler", "data", "trainer", "logger", "experiment"]
+)
+def test_each_option_composes_and_validates(compose_config, group):
+    for option in GROUPS[group]:
+        cfg = compose_config(f"{group}={option}")
+        validate_config(cfg)
+
+
+def test_defaults(compose_config):
+    cfg = compose_config()
+    assert cfg.task.name == "shadow" and cfg.model.name == "latent"
+    assert cfg.sde.steps == 100 and cfg.sde.max_sigma == 50 and cfg.sde.schedule == "cosine"
+    assert cfg.optim.name == "lion" and cfg.scheduler.name == "cosine"
+    assert cfg.data.root is None  # bundled photos
+
+
+def test_paper_presets_hold_published_settings(compose_config):
+    shadow = compose_config("experiment=paper_shadow")
+    assert shadow.model.name == "pixel"
+    assert list(shadow.net.nafnet.enc_blk_nums) == [1, 1, 1, 28] and shadow.net.nafnet.width == 64
+    assert shadow.optim.name == "lion" and shadow.optim.lr == pytest.approx(4e-5)
+    assert (
+        shadow.trainer.max_steps == 700_000 and shadow.data.crop_size == 128 and shadow.data.batch_size == 4
+    )
+    dehaze = compose_config("experiment=paper_dehaze")
+    assert dehaze.model.name == "latent" and list(dehaze.net.autoencoder.ch_mult) == [4, 8, 8, 16]
+    assert dehaze.autoencoder.max_steps == 300_000 and dehaze.trainer.max_steps == 400_000
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "demo"])
+def test_size_presets_do_not_pin_choices(compose_config, experiment):
+    cfg = compose_config(f"experiment={experiment}", "task=derain", "model=pixel", "optim=adamw")
+    assert cfg.task.name == "derain" and cfg.model.name == "pixel" and cfg.optim.name == "adamw"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("sde.steps=0", "sde.steps"),
+        ("sde.eps=1.5", "sde.eps"),
+        ("sde.max_sigma=-1", "sde.max_sigma"),
+        ("sde.schedule=quadratic", "sde.schedule"),
+        ("sde.sampler=ddim", "sde.sampler"),
+        ("sde.sample_steps=500", "sde.sample_steps"),
+        ("optim.lr=0", "optim.lr"),
+        ("stage=finetune", "stage"),
+        ("model.name=vae", "model"),
+    ],
+)
+def test_bad_values_name_the_key(compose_config, override, key):
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_bad_type_names_the_key(compose_config):
+    cfg = compose_config("sde.steps=many")
+    with pytest.raises(ConfigError, match="steps"):
+        validate_config(cfg)
+
+
+def test_unknown_group_option_lists_the_choices(compose_config):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as info:
+        compose_config("optim=adam_w")
+    assert "adam_w" in str(info.value) and "adamw" in str(info.value)
+
+
+def test_typo_in_a_config_file_names_the_key(compose_config):
+    cfg = compose_config()
+    with open_dict(cfg):
+        cfg.sde.stpes = 10
+    with pytest.raises(ConfigError, match="stpes"):
+        validate_config(cfg)
+
+
+def test_unknown_data_argument_names_the_key(compose_config):
+    cfg = compose_config()
+    with open_dict(cfg):
+        cfg.data.crop_sise = 64
+    with pytest.raises(ConfigError, match=r"data\.crop_sise"):
+        validate_config(cfg)
+
+
+def test_latent_diffusion_stage_needs_an_autoencoder(compose_config):
+    cfg = compose_config("stage=diffusion")
+    with pytest.raises(ConfigError, match=r"autoencoder\.ckpt"):
+        validate_config(cfg)
