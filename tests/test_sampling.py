@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -18,7 +19,9 @@ def _data(shape: tuple[int, ...] = (2, 3, 8, 8), seed: int = 0) -> tuple[Tensor,
     return torch.rand(shape, generator=g), torch.rand(shape, generator=g)
 
 
-def _oracle(sde: IRSDE, x0: Tensor, log: list[Tensor] | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+def _oracle(
+    sde: IRSDE, x0: Tensor, log: list[Tensor] | None = None
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """A perfect noise model for a single known x0: the noise that x implies under the marginal at t."""
 
     def model(x: Tensor, mu: Tensor, t: Tensor) -> Tensor:
@@ -58,7 +61,7 @@ def test_timestep_schedule_is_strictly_decreasing_from_T_to_0(T: int) -> None:
     for steps in range(1, T + 1):
         sched = timestep_schedule(T, steps)
         assert len(sched) == steps + 1 and sched[0] == T and sched[-1] == 0
-        assert all(a > b for a, b in zip(sched, sched[1:]))
+        assert all(a > b for a, b in itertools.pairwise(sched))
 
 
 @pytest.mark.parametrize("steps", [0, 21, -1, 2.5, True])
@@ -99,7 +102,9 @@ def test_generator_reproducibility(sampler: str, steps: int | None) -> None:
         return 0.5 * (x - mu) / sde.sigma_bar(t.view(-1, 1, 1, 1))
 
     def run(seed: int) -> Tensor:
-        return sample(sde, model, mu, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(seed))
+        return sample(
+            sde, model, mu, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(seed)
+        )
 
     assert torch.equal(run(4), run(4))
     assert not torch.allclose(run(4), run(5))  # x_T = mu + lambda z is drawn from the generator
@@ -115,7 +120,7 @@ def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_invalid_arguments() -> None:
     sde = IRSDE(10, 10, "linear", 0.01)
     x0, mu = _data((1, 1, 2, 2))
-    with pytest.raises(ValueError, match="sampler='ddim'.*sde, ode, posterior"):
+    with pytest.raises(ValueError, match=r"sampler='ddim'.*sde, ode, posterior"):
         sample(sde, _oracle(sde, x0), mu, sampler="ddim")
     for steps in (0, 11):
         with pytest.raises(ValueError, match=f"steps={steps}"):
@@ -146,7 +151,9 @@ def test_full_sampler_is_the_one_step_loop(sampler: str) -> None:
             x = sde.reverse_ode_step(x, mu, score, t)
         else:
             x0_hat = sde.x0_from_noise(x, mu, noise_pred, t)
-            x = sde.reverse_optimum(x, x0_hat, mu, t) + sde.posterior_std(t) * torch.randn(mu.shape, generator=g)
+            x = sde.reverse_optimum(x, x0_hat, mu, t) + sde.posterior_std(t) * torch.randn(
+                mu.shape, generator=g
+            )
     assert torch.equal(got, x)
 
 
@@ -157,7 +164,9 @@ def test_respaced_path_with_every_step_equals_the_one_step_posterior() -> None:
     x0, mu = _data()
     model = _oracle(sde, 0.5 * x0)
     x_T = mu + sde.lam * torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
-    got = sample_between(sde, model, mu, x_T, list(range(20, -1, -1)), "posterior", torch.Generator().manual_seed(8))
+    got = sample_between(
+        sde, model, mu, x_T, list(range(20, -1, -1)), "posterior", torch.Generator().manual_seed(8)
+    )
 
     g = torch.Generator().manual_seed(8)
     x = x_T
@@ -220,7 +229,9 @@ def test_respaced_ode_keeps_the_implied_noise() -> None:
     sde = IRSDE(50, 100, "cosine", 0.005)
     x0, mu = _data()
     seen: list[Tensor] = []
-    sample(sde, _oracle(sde, x0, seen), mu, sampler="ode", steps=7, generator=torch.Generator().manual_seed(13))
+    sample(
+        sde, _oracle(sde, x0, seen), mu, sampler="ode", steps=7, generator=torch.Generator().manual_seed(13)
+    )
     assert len(seen) == 7
     for z in seen[1:]:
         torch.testing.assert_close(z, seen[0], rtol=0, atol=1e-4)
@@ -237,7 +248,9 @@ def test_respaced_posterior_keeps_the_forward_marginal(sampler: str) -> None:
 
     def in_bounds(z: Tensor) -> bool:
         z = z.double().flatten()
-        return abs(z.mean().item()) < 4 / math.sqrt(n) and abs(z.var().item() - 1) < 4 * math.sqrt(2 / (n - 1))
+        return abs(z.mean().item()) < 4 / math.sqrt(n) and abs(z.var().item() - 1) < 4 * math.sqrt(
+            2 / (n - 1)
+        )
 
     seen: list[Tensor] = []
     x_T = mu + sde.lam * torch.randn(mu.shape, generator=torch.Generator().manual_seed(14))
@@ -245,5 +258,7 @@ def test_respaced_posterior_keeps_the_forward_marginal(sampler: str) -> None:
     assert len(seen) == 5 and all(in_bounds(z) for z in seen)
 
     naive_seen: list[Tensor] = []
-    _naive_respaced(sde, _oracle(sde, x0, naive_seen), mu, x_T, 5, "posterior", torch.Generator().manual_seed(15))
+    _naive_respaced(
+        sde, _oracle(sde, x0, naive_seen), mu, x_T, 5, "posterior", torch.Generator().manual_seed(15)
+    )
     assert not all(in_bounds(z) for z in naive_seen)

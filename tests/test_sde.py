@@ -46,7 +46,9 @@ def assert_rel_close(actual: Tensor, expected: Tensor, tol: float = REL_TOL) -> 
     scale = expected.abs().max().clamp_min(1e-30)
     rel_norm = ((actual - expected).norm() / expected.norm().clamp_min(1e-30)).item()
     max_rel = ((actual - expected).abs().max() / scale).item()
-    assert rel_norm < tol and max_rel < tol, f"relative norm error {rel_norm:.3g}, max error/scale {max_rel:.3g}"
+    assert rel_norm < tol and max_rel < tol, (
+        f"relative norm error {rel_norm:.3g}, max error/scale {max_rel:.3g}"
+    )
 
 
 def _computed(sde: IRSDE, ref: dict, name: str) -> Tensor:
@@ -129,6 +131,13 @@ def test_timestep_forms_agree(shape: tuple[int, ...]) -> None:
             torch.testing.assert_close(got, want, rtol=0, atol=0)
     stds = [sde.posterior_std(t).reshape(-1) for t in forms]
     assert all(torch.equal(s.expand(b), stds[0].expand(b)) for s in stds)
+    # With `like`, table look-ups broadcast against x whatever form t takes.
+    for lookup in (sde.sigma_bar, sde.posterior_std):
+        want = lookup(forms[2])
+        for t in forms:
+            got = lookup(t, like=x0)
+            assert torch.equal((got * torch.ones(shape)), (want * torch.ones(shape)))
+            assert got.ndim in (0, len(shape))
 
 
 def test_per_image_timesteps_broadcast() -> None:
@@ -210,7 +219,10 @@ def test_between_with_adjacent_steps_equals_one_step(schedule: str) -> None:
     x0, mu, xt = (torch.rand(20, 3, 4, 4, generator=g) for _ in range(3))
     t = torch.arange(1, 21)  # t = 1 included: both land on x0
     torch.testing.assert_close(
-        sde.posterior_mean_between(xt, x0, mu, t, t - 1), sde.reverse_optimum(xt, x0, mu, t), rtol=1e-5, atol=1e-6
+        sde.posterior_mean_between(xt, x0, mu, t, t - 1),
+        sde.reverse_optimum(xt, x0, mu, t),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -222,7 +234,9 @@ def test_adjacent_mismatch_at_large_T_is_the_one_step_rounding(schedule: str) ->
     """
     sde = IRSDE(50, 100, schedule, 0.005)
     t = torch.arange(2, 101)
-    for got, one, ref in zip(_between_coefs(sde, t, t - 1), _one_step_coefs(sde, t), _posterior_float64(sde, t, t - 1)):
+    for got, one, ref in zip(
+        _between_coefs(sde, t, t - 1), _one_step_coefs(sde, t), _posterior_float64(sde, t, t - 1)
+    ):
         assert torch.all((got - ref).abs() <= (one - ref).abs() + 1e-6 * ref.abs())
         torch.testing.assert_close(got, ref, rtol=1e-6, atol=0)
 
@@ -283,10 +297,14 @@ def test_sample_timesteps_range_and_reproducible() -> None:
     assert torch.equal(t, sde.sample_timesteps(5000, torch.Generator().manual_seed(7), "cpu"))
 
 
-def test_float_timesteps_are_rejected() -> None:
+def test_bad_timesteps_are_rejected() -> None:
     sde = IRSDE(50, 10)
     with pytest.raises(TypeError, match="integers"):
         sde.sigma_bar(torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="timestep 0"):
+        sde.posterior_std(0)  # would read thetas_cumsum[-1] = thetas_cumsum[T]
+    with pytest.raises(ValueError, match="timestep 11"):
+        sde.sigma_bar(11)
 
 
 def test_to_keeps_values() -> None:

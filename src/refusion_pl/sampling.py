@@ -8,6 +8,7 @@ leave the state at the wrong noise level and never reach ``x_0``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -119,7 +120,7 @@ def sample_between(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
-    if any(b >= a for a, b in zip(schedule, schedule[1:])) or schedule[-1] != 0 or schedule[0] > sde.T:
+    if any(b >= a for a, b in itertools.pairwise(schedule)) or schedule[-1] != 0 or schedule[0] > sde.T:
         raise ValueError(f"schedule={schedule!r} must be strictly decreasing from <= T={sde.T} to 0")
     if not isinstance(noise, _Noise):
         noise = _Noise(mu, noise)

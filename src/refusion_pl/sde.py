@@ -138,7 +138,12 @@ class IRSDE:
             device = like.device if like is not None else t.device if isinstance(t, Tensor) else self.device
         table = self._tables(device)[name]
         if not isinstance(t, Tensor):
-            return table[int(t) + offset]
+            index = int(t) + offset
+            if not 0 <= index <= self.T:  # a negative index would silently wrap to the end of the table
+                raise ValueError(
+                    f"timestep {t} is out of range for this step (table index {index} not in 0..{self.T})"
+                )
+            return table[index]
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"timesteps must be integers, got dtype {t.dtype}")
         t = t.to(device)
@@ -154,9 +159,12 @@ class IRSDE:
 
     # ------------------------------------------------------------------ forward process
 
-    def sigma_bar(self, t: Timestep) -> Tensor:
-        """Marginal standard deviation at ``t`` (shaped like ``t``)."""
-        return self._at("sigma_bars", t)
+    def sigma_bar(self, t: Timestep, like: Tensor | None = None) -> Tensor:
+        """Marginal standard deviation at ``t``: shaped like ``t``, or to broadcast against ``like``.
+
+        Pass ``like`` with a ``(B,)`` ``t``: a bare ``(B,)`` result would broadcast against the last axis.
+        """
+        return self._at("sigma_bars", t, like)
 
     def mu_bar(self, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
         """Marginal mean ``mu + (x0 - mu) exp(-thetas_cumsum[t] dt)``."""
@@ -214,15 +222,15 @@ class IRSDE:
         denom = 1 - b**2
         return a * (1 - c**2) / denom * (xt - mu) + c * (1 - a**2) / denom * (x0 - mu) + mu
 
-    def posterior_std(self, t: Timestep) -> Tensor:
-        """Standard deviation of ``q(x_{t-1} | x_t, x_0)`` (shaped like ``t``).
+    def posterior_std(self, t: Timestep, like: Tensor | None = None) -> Tensor:
+        """Standard deviation of ``q(x_{t-1} | x_t, x_0)``, shaped like ``t`` or to broadcast against ``like``.
 
         The variance ratio is clamped at ``1e-20 * dt`` before the square root, as in the original, so that
         the last step (t = 1, zero variance) stays finite.
         """
-        a2 = torch.exp(-2 * self._at("thetas", t) * self.dt)
-        b2 = torch.exp(-2 * self._at("thetas_cumsum", t) * self.dt)
-        c2 = torch.exp(-2 * self._at("thetas_cumsum", t, offset=-1) * self.dt)
+        a2 = torch.exp(-2 * self._at("thetas", t, like) * self.dt)
+        b2 = torch.exp(-2 * self._at("thetas_cumsum", t, like) * self.dt)
+        c2 = torch.exp(-2 * self._at("thetas_cumsum", t, like, offset=-1) * self.dt)
         return self._clamped_std((1 - a2) * (1 - c2) / (1 - b2))
 
     def _clamped_std(self, var_ratio: Tensor) -> Tensor:

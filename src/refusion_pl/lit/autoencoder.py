@@ -51,8 +51,8 @@ class AutoencoderModule(RestorationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
         losses = autoencoder_losses(self.autoencoder, lq, gt, self.hparams.reg_weight)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=lq.shape[0])
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=lq.shape[0])
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=lq.shape[0])
         return losses["loss"]
 
     def on_validation_epoch_start(self) -> None:

@@ -112,9 +112,9 @@ class DiffusionModule(RestorationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
         mu, x0 = self.to_diffusion_space(lq, gt)
-        t = torch.randint(1, self.sde.T + 1, (x0.shape[0],), device=x0.device)
+        t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
-        xt = self.sde.mu_bar(x0, mu, t) + self.sde.sigma_bar(t) * noise
+        xt = self.sde.forward_sample(x0, mu, t, noise)
         noise_pred = self.net(xt, mu, t)
         loss = self.sde.training_loss(noise_pred, xt, x0, mu, t)
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
