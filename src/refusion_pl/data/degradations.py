@@ -50,7 +50,9 @@ class _Spec:
         try:
             low, high = value
         except (TypeError, ValueError):
-            raise DataError(f"degradation {deg}: {key} must be a number or [low, high], got {value!r}") from None
+            raise DataError(
+                f"degradation {deg}: {key} must be a number or [low, high], got {value!r}"
+            ) from None
         if not low <= high:
             raise DataError(f"degradation {deg}: {key}=[{low}, {high}] has low > high")
         return low, high
@@ -84,7 +86,9 @@ def _rand_fn(g: torch.Generator) -> Callable[..., Tensor]:
 
 
 def _plasma(h: int, w: int, roughness: float, g: torch.Generator) -> Tensor:
-    return diamond_square((1, 1, h, w), roughness=roughness, random_fn=_rand_fn(g), normalize_range=(0.0, 1.0))
+    return diamond_square(
+        (1, 1, h, w), roughness=roughness, random_fn=_rand_fn(g), normalize_range=(0.0, 1.0)
+    )
 
 
 def _blur(x: Tensor, sigma: float) -> Tensor:
@@ -126,7 +130,9 @@ class Degradation:
 
     def __call__(self, gt: Tensor, generator: torch.Generator) -> Tensor:
         if gt.ndim != 4:
-            raise DataError(f"degradation {self.name}: expected a [B,C,H,W] tensor, got shape {tuple(gt.shape)}")
+            raise DataError(
+                f"degradation {self.name}: expected a [B,C,H,W] tensor, got shape {tuple(gt.shape)}"
+            )
         out = [self.apply_one(gt[i : i + 1].float(), generator) for i in range(gt.shape[0])]
         return torch.cat(out).clamp_(0.0, 1.0)
 
@@ -188,7 +194,10 @@ class Shadow(Degradation):
     def _polygons(self, h: int, w: int, g: torch.Generator) -> Tensor:
         p = self.params
         mask = torch.zeros(1, 1, h, w)
-        for _ in range(_randint(g, p["num_polygons"])):
+        n = _randint(g, p["num_polygons"])
+        for attempt in range(n + 4):  # a polygon that misses the image is redrawn (a few times at most)
+            if attempt >= n and (n == 0 or mask.mean() > 0.02):
+                break
             poly = self._convex_polygon(h, w, g)
             mask = kornia.utils.draw_convex_polygon(mask, poly[None], torch.ones(1, 1))
         return _blur(mask, _uniform(g, p["penumbra"]) * min(h, w)).clamp(0.0, 1.0)
@@ -269,7 +278,12 @@ class Deblur(Degradation):
     """Linear motion blur of random length and angle (kornia ``motion_blur``), optional noise."""
 
     name = "deblur"
-    defaults: ClassVar = {"kernel_size": [9, 25], "angle": [0.0, 180.0], "direction": [-1.0, 1.0], "noise": 0.0}
+    defaults: ClassVar = {
+        "kernel_size": [9, 25],
+        "angle": [0.0, 180.0],
+        "direction": [-1.0, 1.0],
+        "noise": 0.0,
+    }
     specs: ClassVar = {
         "kernel_size": _int_range(3, 301),
         "angle": _range(-360.0, 360.0),
@@ -457,7 +471,8 @@ class Jpeg(Degradation):
 
 
 DEGRADATIONS: dict[str, type[Degradation]] = {
-    cls.name: cls for cls in (Shadow, Derain, Denoise, Deblur, Dehaze, SuperResolution, Inpaint, LowLight, Jpeg)
+    cls.name: cls
+    for cls in (Shadow, Derain, Denoise, Deblur, Dehaze, SuperResolution, Inpaint, LowLight, Jpeg)
 }
 
 

@@ -332,7 +332,9 @@ def _to_array(tensor: torch.Tensor, bit_depth: int) -> np.ndarray:
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise DataError(f"write_image expects a [C,H,W] tensor with 1 or 3 channels, got {tuple(tensor.shape)}")
+        raise DataError(
+            f"write_image expects a [C,H,W] tensor with 1 or 3 channels, got {tuple(tensor.shape)}"
+        )
     peak = 65535.0 if bit_depth == 16 else 255.0
     arr = (t.float().cpu().nan_to_num(0.0).clamp(0, 1) * peak).round()
     arr = arr.permute(1, 2, 0).numpy().astype(np.uint16 if bit_depth == 16 else np.uint8)
@@ -340,7 +342,9 @@ def _to_array(tensor: torch.Tensor, bit_depth: int) -> np.ndarray:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def _encode_png16(arr: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
@@ -369,7 +373,9 @@ def _umask() -> int:
     return mask
 
 
-def _write_payload(f, arr: np.ndarray, fmt: str, bit_depth: int, icc: bytes | None, exif: bytes | None) -> None:
+def _write_payload(
+    f, arr: np.ndarray, fmt: str, bit_depth: int, icc: bytes | None, exif: bytes | None
+) -> None:
     if bit_depth == 16 and fmt == "PNG":
         f.write(_encode_png16(arr, icc, exif))
     elif bit_depth == 16 and fmt == "TIFF":
@@ -412,7 +418,9 @@ def write_image(
     if bit_depth not in (8, 16):
         raise DataError(f"bit_depth must be 8 or 16, got {bit_depth}")
     if bit_depth == 16 and fmt not in ("PNG", "TIFF"):
-        warnings.warn(f"{fmt} cannot hold 16 bits per channel: writing {path} as 8-bit", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{fmt} cannot hold 16 bits per channel: writing {path} as 8-bit", UserWarning, stacklevel=2
+        )
         bit_depth = 8
     arr = _to_array(tensor, bit_depth)
     path.parent.mkdir(parents=True, exist_ok=True)
