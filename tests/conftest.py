@@ -16,7 +16,9 @@ from refusion_pl.config import CONFIG_DIR
 
 FIXTURES = Path(__file__).parent / "fixtures" / "original"
 
-torch.set_num_threads(2)
+# One intra-op thread: these tests use tiny tensors, where thread hand-offs cost more than they save
+# (and a second thread thrashes when the two cores are busy).
+torch.set_num_threads(1)
 
 
 def load_fixture(name: str) -> dict:

@@ -292,7 +292,7 @@ def image_size(path: str | os.PathLike[str], max_pixels: int | None = None) -> t
 
 
 def verify_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> tuple[int, int]:
-    """Cheap integrity check (header, PNG chunk CRCs, JPEG end marker); returns (height, width).
+    """Cheap integrity check (header, PNG chunk CRCs, JPEG end marker, others decoded); returns (height, width).
 
     Catches the common truncated / corrupt files before training without decoding every pixel.
     """
@@ -305,6 +305,9 @@ def verify_image(path: str | os.PathLike[str], max_pixels: int | None = None) ->
                 im.verify()
         elif suffix in (".jpg", ".jpeg"):
             _check_jpeg_end(path)
+        else:  # TIFF, WebP, BMP: no cheap structural check, decode them
+            with Image.open(path) as im:
+                im.load()
     except DataError:
         raise
     except Exception as exc:

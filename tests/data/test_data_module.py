@@ -1,0 +1,130 @@
+"""The bundled default for every task, Hydra presets, and seeded reproducibility (runs, instances, workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from refusion_pl.data import PairedDataModule
+from refusion_pl.data.datasets import BUNDLED_SPLITS, EpochSampler
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TASKS = ["shadow", "derain", "denoise", "deblur", "dehaze", "sr", "inpaint", "lowlight", "jpeg"]
+PRESETS = ["ntire", "istd", "rain100", "gopro", "paired", "clean"]
+FAST = {"train_samples_per_epoch": 2, "batch_size": 2, "val_size": 64, "max_val_images": 1, "crop_size": 64}
+
+
+def compose(task: str, preset: str = "ntire", **overrides: object) -> PairedDataModule:
+    """What the training entry point does: task + data group, interpolated, then instantiated."""
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "task": OmegaConf.load(CONF / "task" / f"{task}.yaml"),
+            "data": OmegaConf.load(CONF / "data" / f"{preset}.yaml"),
+        }
+    )
+    cfg.data.merge_with(overrides)
+    return instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bundled_default_yields_batches_for_every_task(task: str) -> None:
+    dm = compose(task, **FAST)
+    assert dm.bundled
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    s = dm.scale
+    assert batch["gt"].shape == (2, 3, 64, 64) and batch["lq"].shape == (2, 3, 64 // s, 64 // s)
+    assert set(batch["name"]) <= set(BUNDLED_SPLITS["train"])
+    val = next(iter(dm.val_dataloader()))
+    assert val["gt"].shape == (1, 3, 64, 64) and val["name"][0] not in BUNDLED_SPLITS["train"]
+    if s == 1:
+        assert (val["lq"] - val["gt"]).abs().mean() > 1e-3  # the degradation did something
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_defaults_to_bundled_photos(preset: str) -> None:
+    dm = compose("derain", preset)
+    assert dm.bundled and dm.layout == preset and dm.degradation.name == "derain"
+    assert dm.hparams["degradation"]["name"] == "derain" and dm.hparams["seed"] == 0
+
+
+def test_held_out_images_are_whole_photos() -> None:
+    assert not set(BUNDLED_SPLITS["train"]) & set(BUNDLED_SPLITS["val"])
+    assert not set(BUNDLED_SPLITS["train"]) & set(BUNDLED_SPLITS["test"])
+    dm = PairedDataModule(degradation={"name": "shadow"}, val_size=None)
+    dm.setup("test")
+    names = [b["name"][0] for b in dm.test_dataloader()]
+    assert names == list(BUNDLED_SPLITS["test"])
+
+
+def _first_batches(dm: PairedDataModule, n: int = 2) -> list[dict]:
+    dm.setup("fit")
+    it = iter(dm.train_dataloader())
+    return [next(it) for _ in range(n)]
+
+
+def test_validation_pairs_identical_across_instances() -> None:
+    a = PairedDataModule(degradation={"name": "shadow"}, seed=1)
+    b = PairedDataModule(degradation={"name": "shadow"}, seed=2)  # training seed does not move val pairs
+    a.setup("validate")
+    b.setup("validate")
+    for x, y in zip(a.val_dataloader(), b.val_dataloader()):
+        assert x["name"] == y["name"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"])
+    c = PairedDataModule(degradation={"name": "shadow"}, val_seed=5)
+    c.setup("validate")
+    assert not torch.equal(next(iter(c.val_dataloader()))["lq"], next(iter(a.val_dataloader()))["lq"])
+
+
+def test_training_crops_follow_the_seed() -> None:
+    kw = {"degradation": {"name": "denoise"}, **FAST, "train_samples_per_epoch": 4}
+    a, b = _first_batches(PairedDataModule(seed=3, **kw)), _first_batches(PairedDataModule(seed=3, **kw))
+    c = _first_batches(PairedDataModule(seed=4, **kw))
+    for x, y in zip(a, b):
+        assert x["name"] == y["name"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"])
+    assert not torch.equal(a[0]["gt"], c[0]["gt"])
+
+
+def test_same_samples_with_workers_and_new_ones_each_epoch() -> None:
+    kw = {"degradation": {"name": "derain"}, **FAST, "train_samples_per_epoch": 4, "seed": 7}
+    dm0 = PairedDataModule(num_workers=0, **kw)
+    dm2 = PairedDataModule(num_workers=2, persistent_workers=True, **kw)
+    dm0.setup("fit")
+    dm2.setup("fit")
+    l0, l2 = dm0.train_dataloader(), dm2.train_dataloader()
+    epochs0 = [torch.cat([b["lq"] for b in l0]) for _ in range(2)]
+    epochs2 = [torch.cat([b["lq"] for b in l2]) for _ in range(2)]
+    assert torch.equal(epochs0[0], epochs2[0]) and torch.equal(epochs0[1], epochs2[1])
+    assert not torch.equal(epochs0[0], epochs0[1])
+
+
+def test_epoch_sampler_encodes_epoch() -> None:
+    s = EpochSampler(5, seed=0)
+    s.set_epoch(3)
+    idx = list(s)
+    assert sorted(i - 15 for i in idx) == [0, 1, 2, 3, 4]
+    assert sorted(i - 20 for i in s) == [0, 1, 2, 3, 4]  # advances on its own without set_epoch
+
+
+def test_sr_bundled_crops_and_upsampling() -> None:
+    dm = compose("sr", **FAST, upsample_lq=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["lq"].shape == batch["gt"].shape == (2, 3, 64, 64)
+    assert (batch["lq"] - batch["gt"]).abs().mean() < 0.1
+
+
+def test_grayscale_task() -> None:
+    dm = PairedDataModule(degradation={"name": "denoise"}, channels=1, **FAST)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["lq"].shape == (2, 1, 64, 64)
+
+
+def test_swap_prob_for_autoencoder_stage() -> None:
+    dm = PairedDataModule(degradation={"name": "lowlight"}, swap_prob=1.0, **FAST)
+    batch = _first_batches(dm, 1)[0]
+    assert batch["lq"].mean() > batch["gt"].mean()  # the dark image became the target
