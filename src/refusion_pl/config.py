@@ -131,6 +131,7 @@ class EMAConfig:
     enabled: bool = True
     decay: float = 0.995
     update_every_n_steps: int = 10
+    warmup: bool = True
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from refusion_pl.config import ConfigError, validate_config
@@ -101,14 +103,34 @@ def build_loggers(cfg: DictConfig, stage_dir: Path, stage: str, run_config: dict
             kwargs.update(
                 offline=_wandb_offline(node.get("offline")),
                 group=node.get("group") or group,
-                tags=list(node.get("tags") or []) + tags,
+                tags=[str(tag)[:64] for tag in list(node.get("tags") or []) + tags],  # W&B's limit
                 name=node.get("name") or f"{stage_dir.parent.name}-{stage}",
                 job_type=stage,
                 config=run_config,
             )
             os.environ.setdefault("WANDB_SILENT", "true")
+            # `config` would clash with instantiate()'s own first argument: build the class directly.
+            params = {k: v for k, v in _plain(node).items() if not k.startswith("_")}
+            loggers.append(hydra.utils.get_class(node._target_)(**{**params, **kwargs}))
+            continue
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
+
+
+def log_final_table(trainer: pl.Trainer, stage: str, metrics: dict[str, float]) -> None:
+    """The stage's final metrics as one W&B table, so runs of a sweep compare side by side."""
+    rows = [[key, value] for key, value in sorted(metrics.items())]
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_table"):  # WandbLogger
+            logger.log_table(key=f"{stage}/final_metrics", columns=["metric", "value"], data=rows)
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the active W&B run: Lightning's WandbLogger would otherwise reuse it for the next stage or for the
+    next job of a multirun (all in one process), mixing their logs."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def build_trainer(
@@ -200,22 +222,47 @@ def run_stage(
     throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputLogger)), None)
     if throughput is not None and throughput.last_steps_per_sec is not None:
         metrics.setdefault("train/steps_per_sec", throughput.last_steps_per_sec)
+    log_final_table(trainer, stage, metrics)
+    finish_wandb()
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
     last = stage_dir / "checkpoints" / "last.ckpt"
     return metrics, Path(best) if best else last, module, datamodule
 
 
+def _write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
+    """metrics.json, written by rank 0 only (every DDP rank runs ``train``)."""
+    if rank_zero_only.rank == 0:
+        atomic_write_json(output_dir / "metrics.json", summary)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run the configured stage(s) in one run directory; write config.yaml and metrics.json; return metrics."""
-    validate_config(cfg)
+    """Run the configured stage(s) in one run directory; write config.yaml and metrics.json; return metrics.
+
+    A failure is recorded in metrics.json (status, error, traceback) before it propagates, so a sweep's report
+    can list the failed job with its error while the other jobs keep their results.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    summary: dict[str, Any] = {"status": "running", "stages": {}, "overrides": sweep_info()[1]}
+    try:
+        return _train(cfg, output_dir, summary)
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        error = f"{type(err).__name__}: {err}".strip()
+        summary.update(status=status, error=error, traceback=traceback.format_exc())
+        _write_summary(output_dir, summary)
+        finish_wandb(exit_code=1)
+        raise
+
+
+def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
+    validate_config(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     run_config = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(int(cfg.seed), workers=True)
-    summary: dict[str, Any] = {"status": "running", "stages": {}, "overrides": sweep_info()[1]}
-    atomic_write_json(output_dir / "metrics.json", summary)
+    _write_summary(output_dir, summary)
 
     metrics: dict[str, float] = {}
     autoencoder_ckpt = cfg.autoencoder.ckpt
@@ -227,13 +274,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         summary["stages"][stage] = {"metrics": metrics, "checkpoint": str(checkpoint)}
         if stage == "autoencoder":
             autoencoder_ckpt = str(checkpoint)
-        atomic_write_json(output_dir / "metrics.json", summary)
+        _write_summary(output_dir, summary)
 
-    if isinstance(module, DiffusionModule) and cfg.figure.enabled:
+    if isinstance(module, DiffusionModule) and cfg.figure.enabled and rank_zero_only.rank == 0:
         figure = save_restoration_figure(module, datamodule, output_dir / "restorations.png", cfg.figure)
         summary["figure"] = str(figure)
     summary.update(status="completed", final=metrics)
-    atomic_write_json(output_dir / "metrics.json", summary)
+    _write_summary(output_dir, summary)
     return metrics
 
 
