@@ -169,3 +169,19 @@ def test_command_line_config_error_is_one_line(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0
     assert "sde.steps=0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_command_line_data_error_is_one_line(tmp_path):
+    missing = tmp_path / "no_such_dataset"
+    cmd = [
+        sys.executable,
+        "-m",
+        "refusion_pl.train",
+        "experiment=smoke",
+        "model=pixel",
+        f"data.root={missing}",
+        f"hydra.run.dir={tmp_path}/bad",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and "Traceback" not in result.stderr

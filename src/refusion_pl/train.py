@@ -284,11 +284,23 @@ def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[s
     return metrics
 
 
+def user_error(err: BaseException) -> ConfigError | DataError | None:
+    """The configuration or data error behind ``err`` (Hydra wraps errors raised while instantiating)."""
+    while err is not None:
+        if isinstance(err, (ConfigError, DataError)):
+            return err
+        err = err.__cause__
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except (ConfigError, DataError) as err:
+    except Exception as raised:
+        err = user_error(raised)
+        if err is None:
+            raise
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
