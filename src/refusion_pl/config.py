@@ -83,6 +83,7 @@ class OptimConfig:
     lr: float = 4e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 0.0
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -226,6 +227,7 @@ def _check_values(cfg: Any) -> None:
     _check_choice("val.sampler", cfg.val.sampler, SAMPLERS)
     _check_range("optim.lr", cfg.optim.lr, 0, None, closed=False)
     _check_range("autoencoder.lr", cfg.autoencoder.lr, 0, None, closed=False)
+    _check_range("optim.lr_scale", cfg.optim.lr_scale, 0, None, closed=False)
     _check_range("optim.weight_decay", cfg.optim.weight_decay, 0, None)
     _check_range("task.channels", cfg.task.channels, 1, None)
     _check_range("task.scale", cfg.task.scale, 1, None)

@@ -48,3 +48,9 @@ def test_multistep_and_constant():
     assert lrs[49] == pytest.approx(1.0) and lrs[50] == pytest.approx(0.5) and lrs[75] == pytest.approx(0.25)
     lrs, final = _lrs({"name": "constant"})
     assert set(lrs) == {1.0} and final == 1.0
+
+
+def test_lr_scale_multiplies_the_chosen_optimisers_rate():
+    cfg = {"name": "lion", "lr": 1e-4, "betas": [0.9, 0.99], "lr_scale": 10}
+    assert build_optimizer(_params(), cfg).defaults["lr"] == pytest.approx(1e-3)
+    assert build_optimizer(_params(), cfg, lr=2e-4).defaults["lr"] == pytest.approx(2e-3)

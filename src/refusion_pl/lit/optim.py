@@ -17,10 +17,14 @@ from torch.optim.lr_scheduler import (
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], lr: float | None = None):
-    """AdamW from torch or Lion from lion-pytorch; ``lr`` overrides ``cfg['lr']`` (the autoencoder stage)."""
+    """AdamW from torch or Lion from lion-pytorch.
+
+    ``lr`` overrides ``cfg['lr']`` (the autoencoder stage); ``cfg['lr_scale']`` multiplies either, so short
+    presets can raise the learning rate of whichever optimiser is chosen without pinning it.
+    """
     name = cfg["name"]
     kwargs = {
-        "lr": float(lr if lr is not None else cfg["lr"]),
+        "lr": float(lr if lr is not None else cfg["lr"]) * float(cfg.get("lr_scale", 1.0)),
         "betas": tuple(float(b) for b in cfg["betas"]),
         "weight_decay": float(cfg.get("weight_decay", 0.0)),
     }
