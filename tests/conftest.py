@@ -20,6 +20,18 @@ FIXTURES = Path(__file__).parent / "fixtures" / "original"
 # (and a second thread thrashes when the two cores are busy).
 torch.set_num_threads(1)
 
+# The smoke preset shrunk further for tests that launch whole runs: two steps on 16-pixel crops, no figure.
+FAST_SMOKE = [
+    "model=pixel",
+    "experiment=smoke",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "data.crop_size=16",
+    "data.val_size=16",
+    "figure.enabled=false",
+    "callbacks.progress_bar=none",
+]
+
 
 def load_fixture(name: str) -> dict:
     return torch.load(FIXTURES / f"{name}.pt", weights_only=True)

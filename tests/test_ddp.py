@@ -17,21 +17,9 @@ import torch
 from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.train import train
+from tests.conftest import FAST_SMOKE
 
-OVERRIDES = [
-    "model=pixel",
-    "experiment=smoke",
-    "optim=adamw",
-    "trainer=ddp",
-    "trainer.accelerator=cpu",
-    "trainer.devices=2",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "data.crop_size=16",
-    "data.val_size=16",
-    "figure.enabled=false",
-    "callbacks.progress_bar=none",
-]
+OVERRIDES = [*FAST_SMOKE, "optim=adamw", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 # Runs train() like the entry point does, plus a callback that saves what each rank saw and ended with.
 DRIVER = textwrap.dedent(

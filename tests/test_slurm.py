@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 
-import pytest
+import submitit
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from refusion_pl.config import CONFIG_DIR
-
-submitit = pytest.importorskip("submitit")
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf  # noqa: E402
+from tests.conftest import FAST_SMOKE
 
 
 def sbatch_script(launcher_cfg: dict, folder: str) -> str:
@@ -77,14 +76,7 @@ def test_job_function_runs_locally_with_submitit_local(tmp_path):
         "-m",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
-        "model=pixel",
-        "experiment=smoke",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "data.crop_size=16",
-        "data.val_size=16",
-        "figure.enabled=false",
-        "callbacks.progress_bar=none",
+        *FAST_SMOKE,
         f"hydra.sweep.dir={sweep}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)

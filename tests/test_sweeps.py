@@ -17,18 +17,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from refusion_pl import gpu_pool, report
+from tests.conftest import FAST_SMOKE
 
-# The smoke preset, shrunk further: two steps on 16-pixel crops, no figure; a job takes a few seconds.
-FAST = [
-    "model=pixel",
-    "experiment=smoke",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "data.crop_size=16",
-    "data.val_size=16",
-    "figure.enabled=false",
-    "callbacks.progress_bar=none",
-]
+FAST = FAST_SMOKE  # two steps on 16-pixel crops: a job takes a few seconds
 
 
 def multirun(sweep_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

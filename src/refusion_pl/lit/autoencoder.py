@@ -41,9 +41,7 @@ class AutoencoderModule(RestorationModule):
         reg_weight: float = 0.001,
         crop_border: int = 0,
     ) -> None:
-        optim = optim or {"name": "adamw", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
-        scheduler = scheduler or {"name": "constant"}
-        super().__init__(optim, scheduler, max_steps, crop_border)
+        super().__init__(crop_border)
         self.save_hyperparameters()
         self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **net)
         self.val_metrics_lq = RestorationMetrics(crop=crop_border, use_lpips=False)

@@ -12,6 +12,8 @@ from refusion_pl.lit.metrics import RestorationMetrics, lpips_status
 from refusion_pl.lit.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_KEY = "refusion_pl"
+DEFAULT_OPTIM = {"name": "adamw", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
+DEFAULT_SCHEDULER = {"name": "constant"}
 
 
 def match_size(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -30,9 +32,7 @@ def panel(*images: torch.Tensor) -> torch.Tensor:
 class RestorationModule(pl.LightningModule):
     """Base class: plain-dict hyper-parameters only (checkpoints load with ``weights_only=True``)."""
 
-    def __init__(
-        self, optim: dict[str, Any], scheduler: dict[str, Any], max_steps: int, crop_border: int
-    ) -> None:
+    def __init__(self, crop_border: int) -> None:
         super().__init__()
         self.val_metrics = RestorationMetrics(crop=crop_border)
         self.run_config: dict[str, Any] | None = None
@@ -41,8 +41,8 @@ class RestorationModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, hp.optim, lr=hp.get("lr"))
-        scheduler = build_scheduler(optimizer, hp.scheduler, hp.max_steps)
+        optimizer = build_optimizer(params, hp.optim or DEFAULT_OPTIM, lr=hp.get("lr"))
+        scheduler = build_scheduler(optimizer, hp.scheduler or DEFAULT_SCHEDULER, hp.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @staticmethod

@@ -46,9 +46,7 @@ class DiffusionModule(RestorationModule):
         val: dict[str, Any] | None = None,
         crop_border: int = 0,
     ) -> None:
-        optim = optim or {"name": "adamw", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
-        scheduler = scheduler or {"name": "constant"}
-        super().__init__(optim, scheduler, max_steps, crop_border)
+        super().__init__(crop_border)
         self.save_hyperparameters()
         if model not in ("latent", "pixel"):
             raise ValueError(f"model={model!r} is not supported; choose one of: latent, pixel")
