@@ -1,0 +1,319 @@
+"""``python -m refusion_pl.restore ckpt=PATH input=FILE_OR_DIR output=DIR``: restore your own photos.
+
+Only degraded images are needed. Every trained setting comes from the checkpoint; sampling settings
+(``sampler``, ``sample_steps``, ``seed``), the device, the precision and tiling can be chosen. Outputs are
+written atomically and existing ones are skipped, so an interrupted folder run resumes where it stopped;
+unreadable files are reported by name and skipped, and the exit status says whether anything failed.
+``restore(cfg)`` does the work and returns a summary, so tests call it in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from refusion_pl.checkpoints import UnsafeCheckpointError
+from refusion_pl.config import CONFIG_DIR
+from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
+from refusion_pl.sampling import SAMPLERS
+from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
+
+log = logging.getLogger("refusion_pl.restore")
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SUPPORTED_CHANNELS = (1, 3)
+
+
+class RestoreError(ValueError):
+    """A setting or checkpoint that cannot work; the message says what to change."""
+
+
+# ---- settings --------------------------------------------------------------------------------------------------
+def parse_tile(value: Any) -> str | int | None:
+    """``auto`` | ``none`` (or null) | a tile size in pixels."""
+    if value is None or str(value).lower() in ("none", "null", "off", "false"):
+        return None
+    if str(value).lower() == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise RestoreError(f"tile={value!r} must be auto, none or a size in pixels") from None
+    if size < 16:
+        raise RestoreError(f"tile={size} is too small; use at least 16 pixels (or tile=none)")
+    return size
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_memory(value: Any) -> int | None:
+    """Bytes from ``4GB``, ``512MB``, ``4e9`` or a number; None keeps the device default."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise RestoreError(f"max_memory={value!r} must look like 4GB, 512MB or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RestoreError(f"device={name} asked for, but no CUDA device is available; use device=cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the networks; the sampler's arithmetic stays in float32."""
+    if precision not in PRECISIONS:
+        raise RestoreError(f"precision={precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise RestoreError("precision=fp16 needs a GPU; use precision=bf16 or fp32 on CPU")
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+# ---- model ------------------------------------------------------------------------------------------------------
+def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, device: torch.device) -> Any:
+    """The diffusion module of a ``refusion_pl`` checkpoint, loaded weights-only, on ``device``."""
+    from refusion_pl.lit.diffusion import DiffusionModule  # Lightning import only when a model is loaded
+
+    path = Path(path)
+    if not path.is_file():
+        raise RestoreError(f"ckpt={path}: no such checkpoint file")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise RestoreError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+    try:
+        module = DiffusionModule.from_checkpoint(path, sde_overrides={"sampler": sampler})
+    except UnsafeCheckpointError as err:
+        raise RestoreError(
+            f"{err}. Only checkpoints written by refusion_pl (weights only) are loaded"
+        ) from None
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise RestoreError(
+            f"{path} is not a usable refusion_pl diffusion checkpoint: its weights do not match its stored "
+            f"settings ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
+        ) from None
+    channels = int(module.hparams.channels)
+    if channels not in SUPPORTED_CHANNELS:
+        raise RestoreError(f"{path} restores {channels}-channel inputs; restore handles 1 or 3 channels")
+    if sample_steps is not None and not 1 <= int(sample_steps) <= module.sde.T:
+        raise RestoreError(
+            f"sample_steps={sample_steps} is out of range: this checkpoint was trained with "
+            f"T={module.sde.T} steps, so use 1..{module.sde.T}"
+        )
+    return module.to(device).eval()
+
+
+def task_scale(module: Any) -> int:
+    """Super-resolution factor of the checkpoint's task (the LQ is upsampled to the output size first)."""
+    task = (getattr(module, "run_config", None) or {}).get("task") or {}
+    return int(task.get("scale", 1) or 1)
+
+
+# ---- one image --------------------------------------------------------------------------------------------------
+@dataclass
+class Restorer:
+    """Restores one ``[C, H, W]`` image with a loaded module and fixed sampling / tiling settings."""
+
+    module: Any
+    device: torch.device
+    sampler: str
+    steps: int | None = None
+    seed: int = 0
+    precision: str = "fp32"
+    tile: str | int | None = "auto"
+    max_memory: int | None = None
+    progress: bool = False
+    upscale: bool = True  # super-resolution checkpoints: bicubic-upsample the LQ by the task's scale first
+    last_tile: int | None = field(default=None, init=False)
+
+    def plan(self, height: int, width: int) -> tuple[int | None, bool]:
+        """(tile size, keep fp16 skips): explicit sizes recompute skips (exact); ``auto`` follows the budget."""
+        if self.tile != "auto":
+            return self.tile, False  # type: ignore[return-value]
+        budget = self.max_memory or default_budget(self.device)
+        ae, net, channels = self.module.autoencoder, self.module.net, int(self.module.hparams.channels)
+        tile = plan_tile(ae, net, height, width, budget, channels)
+        store = (
+            tile is not None and ae is not None and plan_skips(ae, net, height, width, tile, budget, channels)
+        )
+        return tile, store
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        lq = image[None].to(self.device)
+        scale = task_scale(self.module) if self.upscale else 1
+        if scale > 1:
+            lq = torch.nn.functional.interpolate(lq, scale_factor=scale, mode="bicubic").clamp_(0, 1)
+        self.last_tile, store_skips = self.plan(lq.shape[-2], lq.shape[-1])
+        generator = torch.Generator(device=self.device).manual_seed(int(self.seed))
+        with autocast(self.device, self.precision):
+            out = restore_tiled(
+                self.module.sde,
+                self.module.net,
+                lq,
+                autoencoder=self.module.autoencoder,
+                sampler=self.sampler,
+                steps=self.steps,
+                generator=generator,
+                progress=self.progress,
+                tile=self.last_tile,
+                store_skips=store_skips,
+            )
+        return out[0].float().cpu()
+
+
+def check_channels(info: ImageInfo, channels: int) -> None:
+    if info.source_channels > channels:
+        raise DataError(
+            f"{info.path} has {info.source_channels} colour channels but the checkpoint restores "
+            f"{channels}-channel images (its task does not fit this input)"
+        )
+
+
+def restore_file(restorer: Restorer, source: Path, target: Path) -> float:
+    """Read, restore and atomically write one image (same bit depth, ICC profile and EXIF); seconds taken."""
+    channels = int(restorer.module.hparams.channels)
+    image, info = read_image(source, channels=channels)
+    check_channels(info, channels)
+    start = time.perf_counter()
+    out = restorer(image)
+    if info.source_channels == 1 and out.shape[0] == 3:
+        out = out.mean(dim=0, keepdim=True)  # a grey photo stays grey
+    write_image(target, out, bit_depth=info.bit_depth, icc_profile=info.icc_profile, exif=info.exif)
+    return time.perf_counter() - start
+
+
+# ---- folders ----------------------------------------------------------------------------------------------------
+def list_inputs(source: Path) -> tuple[list[Path], Path]:
+    """Image files under ``source`` (a file or a folder, recursively) and the folder outputs mirror."""
+    if source.is_file():
+        return [source], source.parent
+    if not source.is_dir():
+        raise RestoreError(f"input={source}: no such file or folder")
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = [p for p in files if not p.name.startswith(".")]  # temporary files of interrupted writes
+    if not files:
+        raise RestoreError(f"input={source}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files, source
+
+
+def output_for(source: Path, root: Path, out_dir: Path, fmt: str | None) -> Path:
+    relative = source.relative_to(root)
+    suffix = f".{fmt.lstrip('.').lower()}" if fmt else source.suffix
+    return (out_dir / relative).with_suffix(suffix)
+
+
+@dataclass
+class Summary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_rss_gib: float = 0.0
+    peak_gpu_gib: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> Iterator[str]:
+        yield (
+            f"restored {len(self.written)}, skipped {len(self.skipped)} existing, failed {len(self.failed)} "
+            f"in {self.seconds:.1f} s; peak memory {self.peak_rss_gib:.2f} GiB"
+            + ("" if self.peak_gpu_gib is None else f" (GPU {self.peak_gpu_gib:.2f} GiB)")
+        )
+        for name, reason in self.failed.items():
+            yield f"  FAILED {name}: {reason}"
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+def restore(cfg: DictConfig) -> Summary:
+    """Restore ``cfg.input`` (file or folder) into ``cfg.output``; per-file failures are collected, not raised."""
+    if not cfg.get("ckpt") or not cfg.get("input") or not cfg.get("output"):
+        raise RestoreError("ckpt=PATH, input=FILE_OR_DIR and output=DIR are all required")
+    device = pick_device(str(cfg.device))
+    autocast(device, str(cfg.precision))  # validate before the (slow) model load
+    tile, max_memory = parse_tile(cfg.tile), parse_memory(cfg.max_memory)
+    files, root = list_inputs(Path(cfg.input))
+    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    restorer = Restorer(
+        module=module,
+        device=device,
+        sampler=cfg.sampler or module.val_cfg["sampler"],
+        steps=cfg.sample_steps,
+        seed=int(cfg.seed),
+        precision=str(cfg.precision),
+        tile=tile,
+        max_memory=max_memory,
+        progress=bool(cfg.progress),
+    )
+    return run_folder(restorer, files, root, Path(cfg.output), cfg.get("format"), bool(cfg.overwrite))
+
+
+def run_folder(
+    restorer: Restorer, files: list[Path], root: Path, out_dir: Path, fmt: str | None, overwrite: bool
+) -> Summary:
+    summary = Summary()
+    start = time.perf_counter()
+    bar = tqdm(files, desc="images", unit="img", disable=not restorer.progress or len(files) < 2)
+    for source in bar:
+        target = output_for(source, root, out_dir, fmt)
+        name = str(source.relative_to(root))
+        if target.exists() and not overwrite:
+            summary.skipped.append(name)
+            continue
+        try:
+            seconds = restore_file(restorer, source, target)
+        except DataError as err:
+            summary.failed[name] = str(err)
+            tqdm.write(f"skipping {source}: {err}", file=sys.stderr)
+            continue
+        summary.written.append(name)
+        log.info("%s -> %s (%.1f s, tile=%s)", source, target, seconds, restorer.last_tile or "none")
+    summary.seconds = time.perf_counter() - start
+    summary.peak_rss_gib = peak_rss_gib()
+    if restorer.device.type == "cuda":
+        summary.peak_gpu_gib = torch.cuda.max_memory_allocated(restorer.device) / 1024**3
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="restore")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = restore(cfg)
+    except (RestoreError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for line in summary.lines():
+        print(line)
+    if not summary.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``python -m refusion_pl.restore``: LQ-only folders of any size, safe checkpoints, resumable atomic writes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from refusion_pl import restore as restore_mod
+from refusion_pl.data import io as image_io
+from refusion_pl.data.io import read_image, write_image
+from refusion_pl.lit.diffusion import DiffusionModule
+from refusion_pl.restore import RestoreError, parse_memory, parse_tile, restore
+from refusion_pl.sampling import sample, sample_between, timestep_schedule
+from refusion_pl.sde import IRSDE
+
+TINY_NAFNET = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
+TINY_AE = {"ch": 4, "ch_mult": [1, 2, 2, 2], "embed_dim": 4}
+
+
+def save_checkpoint(
+    path: Path, model: str = "latent", channels: int = 3, steps: int = 8, scale: int = 1
+) -> Path:
+    """A checkpoint in the format the diffusion stage of training writes (random weights)."""
+    torch.manual_seed(0)
+    sde = {"max_sigma": 50, "steps": steps, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
+    module = DiffusionModule(
+        model=model,
+        channels=channels,
+        nafnet=TINY_NAFNET,
+        autoencoder=TINY_AE if model == "latent" else None,
+        sde=sde,
+    )
+    meta = {"kind": "diffusion", "config": {"task": {"name": "shadow", "channels": channels, "scale": scale}}}
+    checkpoint = {
+        "hyper_parameters": dict(module.hparams),
+        "state_dict": module.state_dict(),
+        "refusion_pl": meta,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def latent_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "latent.ckpt")
+
+
+@pytest.fixture(scope="module")
+def pixel_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "pixel.ckpt", model="pixel")
+
+
+def config(ckpt: Path, source: Path, out: Path, **overrides: Any) -> Any:
+    values = {
+        "ckpt": str(ckpt),
+        "input": str(source),
+        "output": str(out),
+        "format": None,
+        "sampler": None,
+        "sample_steps": 2,
+        "seed": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "tile": "none",
+        "max_memory": None,
+        "overwrite": False,
+        "progress": False,
+    }
+    return OmegaConf.create({**values, **overrides})
+
+
+def photo(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(3, height, width, generator=generator)
+
+
+def test_restore_config_composes():
+    cfg = OmegaConf.load(Path(restore_mod.__file__).parent / "conf" / "restore.yaml")
+    assert cfg.tile == "auto" and cfg.overwrite is False and cfg.sample_steps is None
+
+
+@pytest.mark.parametrize("model", ["latent", "pixel"])
+def test_odd_sizes_keep_their_size(model, latent_ckpt, pixel_ckpt, tmp_path):
+    ckpt = latent_ckpt if model == "latent" else pixel_ckpt
+    source = tmp_path / "in"
+    for name, (h, w) in {"a.png": (37, 53), "b.png": (64, 17)}.items():
+        write_image(source / name, photo(h, w))
+    summary = restore(config(ckpt, source, tmp_path / "out", tile=32))  # tiles smaller than the image, too
+    assert sorted(summary.written) == ["a.png", "b.png"] and summary.ok
+    assert read_image(tmp_path / "out" / "a.png")[0].shape == (3, 37, 53)
+    assert read_image(tmp_path / "out" / "b.png")[0].shape == (3, 64, 17)
+
+
+def test_lq_only_folder_keeps_depth_metadata_and_reports_bad_files(latent_ckpt, tmp_path):
+    source = tmp_path / "photos"
+    write_image(source / "eight.png", photo(40, 48))
+    write_image(source / "nested" / "sixteen.png", photo(33, 31, seed=1), bit_depth=16)
+    icc = b"\x00" * 128  # an opaque profile: it must travel untouched
+    exif = Image.Exif()
+    exif[0x010F] = "refusion camera"
+    Image.fromarray(np.full((24, 40, 3), 128, np.uint8)).save(
+        source / "camera.jpg", icc_profile=icc, exif=exif.tobytes()
+    )
+    Image.fromarray(np.full((30, 20), 90, np.uint8)).save(source / "grey.png")
+    (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (source / "notes.txt").write_text("not an image, ignored")
+
+    summary = restore(config(latent_ckpt, source, tmp_path / "out"))
+    out = tmp_path / "out"
+    assert sorted(summary.written) == ["camera.jpg", "eight.png", "grey.png", str(Path("nested/sixteen.png"))]
+    assert list(summary.failed) == ["broken.png"] and "broken.png" in summary.failed["broken.png"]
+    assert not (out / "broken.png").exists() and not (out / "notes.txt").exists()
+    _, info16 = read_image(out / "nested" / "sixteen.png")
+    assert info16.bit_depth == 16
+    with Image.open(out / "camera.jpg") as im:
+        assert im.info.get("icc_profile") == icc
+        assert im.getexif().get(0x010F) == "refusion camera"
+    assert read_image(out / "grey.png")[1].source_channels == 1  # a grey photo stays grey
+
+
+def test_skip_existing_resume_and_overwrite(pixel_ckpt, tmp_path, monkeypatch):
+    source, out = tmp_path / "in", tmp_path / "out"
+    for index in range(3):
+        write_image(source / f"{index}.png", photo(20, 24, seed=index))
+
+    calls = {"n": 0}
+    real = restore_mod.restore_file
+
+    def interrupted(restorer, src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user stops the run in the middle of the folder
+        return real(restorer, src, dst)
+
+    monkeypatch.setattr(restore_mod, "restore_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        restore(config(pixel_ckpt, source, out))
+    monkeypatch.setattr(restore_mod, "restore_file", real)
+    assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no partial files left behind
+
+    first_mtime = (out / "0.png").stat().st_mtime_ns
+    summary = restore(config(pixel_ckpt, source, out))
+    assert summary.skipped == ["0.png"] and sorted(summary.written) == ["1.png", "2.png"]
+    assert (out / "0.png").stat().st_mtime_ns == first_mtime
+    again = restore(config(pixel_ckpt, source, out, overwrite=True))
+    assert sorted(again.written) == ["0.png", "1.png", "2.png"] and not again.skipped
+
+
+def test_a_crash_while_writing_leaves_no_file(pixel_ckpt, tmp_path, monkeypatch):
+    source, out = tmp_path / "in", tmp_path / "out"
+    write_image(source / "a.png", photo(16, 16))
+
+    def crash(handle, *args, **kwargs):
+        handle.write(b"\x89PNG half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(image_io, "_write_payload", crash)
+    with pytest.raises(OSError, match="disk full"):
+        restore(config(pixel_ckpt, source, out))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_full_length_respacing_equals_the_full_sampler(latent_ckpt):
+    sde = IRSDE(max_sigma=50, T=12)
+    torch.manual_seed(0)
+    net = DiffusionModule.from_checkpoint(latent_ckpt).net
+    mu = torch.rand(1, 4, 8, 8)
+    x_T = mu + sde.lam * torch.randn_like(mu)
+    full = sample(sde, net, mu, x_T=x_T, sampler="posterior", generator=torch.Generator().manual_seed(1))
+    schedule = timestep_schedule(sde.T, sde.T)
+    respaced = sample_between(sde, net, mu, x_T, schedule, "posterior", torch.Generator().manual_seed(1))
+    assert schedule == list(range(sde.T, -1, -1))
+    assert torch.allclose(full, respaced, atol=1e-5, rtol=1e-4)
+    assert (full - x_T).abs().mean() > 1e-3  # the run moved
+
+
+def test_sample_steps_equal_to_T_matches_the_default(pixel_ckpt, tmp_path):
+    source = tmp_path / "a.png"
+    write_image(source, photo(16, 24))
+    restore(config(pixel_ckpt, source, tmp_path / "all", sample_steps=None))
+    restore(config(pixel_ckpt, source, tmp_path / "eight", sample_steps=8))
+    assert (tmp_path / "all" / "a.png").read_bytes() == (tmp_path / "eight" / "a.png").read_bytes()
+
+
+class Payload:
+    """A pickle that would create a folder when loaded by plain ``pickle``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": Payload(marker)}, evil)
+    write_image(tmp_path / "a.png", photo(8, 8))
+    with pytest.raises(RestoreError, match="refusing"):
+        restore(config(evil, tmp_path / "a.png", tmp_path / "out"))
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(Payload(tmp_path / "control")))  # the payload is live: plain pickle runs it
+    assert (tmp_path / "control").is_dir()
+
+
+def test_checkpoints_that_do_not_fit_fail_clearly(latent_ckpt, tmp_path):
+    image = tmp_path / "a.png"
+    write_image(image, photo(16, 16))
+    stage1 = tmp_path / "autoencoder.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "refusion_pl": {"kind": "autoencoder"}}, stage1)
+    with pytest.raises(ValueError, match="not a refusion_pl diffusion checkpoint"):
+        restore(config(stage1, image, tmp_path / "out"))
+    plain = tmp_path / "plain.pth"
+    torch.save({"params": {"intro.weight": torch.zeros(1)}}, plain)
+    with pytest.raises(ValueError, match="not a refusion_pl diffusion checkpoint"):
+        restore(config(plain, image, tmp_path / "out"))
+    broken = tmp_path / "broken.ckpt"
+    checkpoint = torch.load(latent_ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["nafnet"] = {**TINY_NAFNET, "width": 16}
+    torch.save(checkpoint, broken)
+    with pytest.raises(RestoreError, match="weights do not match"):
+        restore(config(broken, image, tmp_path / "out"))
+    with pytest.raises(RestoreError, match=r"use 1\.\.8"):
+        restore(config(latent_ckpt, image, tmp_path / "out", sample_steps=50))
+    with pytest.raises(RestoreError, match="no such checkpoint"):
+        restore(config(tmp_path / "missing.ckpt", image, tmp_path / "out"))
+
+
+def test_grey_checkpoint_refuses_colour_input(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "grey.ckpt", model="pixel", channels=1)
+    write_image(tmp_path / "in" / "colour.png", photo(16, 16))
+    Image.fromarray(np.full((16, 16), 50, np.uint8)).save(tmp_path / "in" / "grey.png")
+    summary = restore(config(ckpt, tmp_path / "in", tmp_path / "out"))
+    assert summary.written == ["grey.png"]
+    assert "3 colour channels" in summary.failed["colour.png"]
+
+
+def test_settings_are_validated():
+    assert parse_tile("auto") == "auto" and parse_tile("none") is None and parse_tile(512) == 512
+    assert parse_memory("4GB") == 4 * 1024**3 and parse_memory("512MB") == 512 * 1024**2
+    with pytest.raises(RestoreError, match="tile"):
+        parse_tile("huge")
+    with pytest.raises(RestoreError, match="max_memory"):
+        parse_memory("lots")
+
+
+def test_command_line_exit_status_and_summary(pixel_ckpt, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "in"
+    write_image(source / "good.png", photo(12, 12))
+    (source / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    command = [
+        sys.executable, "-m", "refusion_pl.restore", f"ckpt={pixel_ckpt}", f"input={source}",
+        f"output={tmp_path / 'out'}", "sample_steps=2", "tile=auto", "max_memory=1GB",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "restored 1, skipped 0 existing, failed 1" in done.stdout
+    assert "bad.jpg" in done.stdout + done.stderr
+    assert (tmp_path / "out" / "good.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no run directory or log files
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # in-process: the same entry point, without a second start-up
+        monkeypatch.setattr(sys, "argv", ["restore", f"ckpt={tmp_path / 'nope.ckpt'}", *command[4:]])
+        monkeypatch.chdir(tmp_path)
+        restore_mod.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no such checkpoint" in err, err

@@ -1,0 +1,172 @@
+"""Tiled inference: exact for the autoencoder's convolutional levels, seam-free blending for pixel models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from refusion_pl import tiling
+from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
+from refusion_pl.pipeline import restore
+from refusion_pl.sde import IRSDE
+from refusion_pl.tiling import (
+    BlendedTiles,
+    GiB,
+    ae_geometry,
+    attention,
+    decode_deep,
+    encode_deep,
+    estimate_bytes,
+    plan_tile,
+    restore_tiled,
+    tiled_decode,
+    tiled_encode,
+    window_starts,
+)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = (a.double() - b.double()).pow(2).mean().clamp_min(1e-30)
+    return float(-10 * torch.log10(mse))
+
+
+def perturbed(module: torch.nn.Module, scale: float = 0.05) -> torch.nn.Module:
+    """Random weights with non-zero residual scales, so that every path of the network matters."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * scale)
+    return module.eval()
+
+
+def autoencoder(ch_mult: tuple[int, ...] = (1, 2, 2, 2)) -> UNetAutoencoder:
+    torch.manual_seed(0)
+    return perturbed(UNetAutoencoder(3, 3, ch=4, ch_mult=ch_mult, embed_dim=4))
+
+
+def noise_net(channels: int, variant: str) -> ConditionalNAFNet:
+    torch.manual_seed(0)
+    net = ConditionalNAFNet(channels, width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1], variant=variant)
+    return perturbed(net)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("ch_mult", [(1, 2, 2, 2), (1, 2, 4)])
+@pytest.mark.parametrize("store_skips", [False, True])
+def test_tiled_autoencoder_equals_untiled(ch_mult, store_skips):
+    ae = autoencoder(ch_mult)
+    x = torch.rand(1, 3, 91, 133)  # odd sizes: the padding happens once, for the whole image
+    latent, hidden = ae.encode(x)
+    reference = ae.decode(latent, hidden)
+    enc = tiled_encode(ae, x, tile=16, store_skips=store_skips)  # many tiles, each far smaller than its halo
+    assert (enc.latent - latent).abs().max() < 1e-5
+    out = tiled_decode(ae, latent, enc, tile=16)
+    assert out.shape == x.shape
+    diff = (out - reference).abs().max()
+    assert diff < (2e-3 if store_skips else 1e-5)  # fp16 skips round; recomputed ones are exact
+
+
+@torch.no_grad()
+def test_halo_is_needed():
+    """The test above is not vacuous: a halo that is too small shows up as an error."""
+    ae = autoencoder()
+    x = torch.rand(1, 3, 64, 64)
+    latent, hidden = ae.encode(x)
+    reference = ae.decode(latent, hidden)
+    geometry = ae_geometry(ae)
+    small = type(geometry)(**{**geometry.__dict__, "decoder_halo": 0, "encoder_halo": 0})
+    original = tiling.ae_geometry
+    try:
+        tiling.ae_geometry = lambda _ae: small
+        out = tiled_decode(ae, latent, tiled_encode(ae, x, tile=16), tile=16)
+    finally:
+        tiling.ae_geometry = original
+    assert (out - reference).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_deepest_level_in_strips_is_exact():
+    ae = perturbed(UNetAutoencoder(3, 3, ch=4, ch_mult=[1, 2, 2, 8], embed_dim=4))
+    x = torch.randn(1, 8, 37, 29)  # the deepest level works on ch * ch_mult[-2] channels
+    latent, hidden = encode_deep(ae, x)
+    latent_strips, hidden_strips = encode_deep(ae, x, rows=6)
+    assert (latent - latent_strips).abs().max() < 1e-4
+    assert all((a - b).abs().max() < 1e-4 for a, b in zip(hidden, hidden_strips))
+    decoded = decode_deep(ae, latent, hidden)
+    assert (decoded - decode_deep(ae, latent, hidden, rows=5)).abs().max() < 1e-4
+    level = ae.encoder[-1]
+    y = torch.randn(1, 8, 40, 7) * 3  # large logits: the online softmax must stay stable
+    assert (attention(level.attn, y, None) - attention(level.attn, y, 3)).abs().max() < 1e-4
+
+
+@torch.no_grad()
+def test_tiled_latent_restore_agrees_with_untiled():
+    sde = IRSDE(max_sigma=50, T=10)
+    ae, net = autoencoder(), noise_net(4, "latent")
+    lq = torch.rand(1, 3, 75, 101)
+    reference = restore(sde, net, lq, ae, sampler="sde", steps=4, generator=torch.Generator().manual_seed(3))
+    out = restore_tiled(
+        sde, net, lq, ae, sampler="sde", steps=4, generator=torch.Generator().manual_seed(3), tile=32
+    )
+    diff = (out - reference).abs()
+    print(
+        f"latent tiled vs untiled: max {diff.max():.2e}, mean {diff.mean():.2e}, PSNR {psnr(out, reference):.1f}"
+    )
+    assert psnr(out, reference) >= 50
+    assert diff.max() < 1e-4
+
+
+@torch.no_grad()
+def test_blended_pixel_restore_agrees_without_seams():
+    sde = IRSDE(max_sigma=50, T=10)
+    net = noise_net(3, "pixel")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 128), indexing="ij")
+    lq = torch.stack([yy, xx, (yy + xx) / 2])[None] * 0.8 + 0.1  # smooth content: seams would stand out
+    generator = torch.Generator().manual_seed(0)
+    reference = restore(sde, net, lq, sampler="ode", steps=5, generator=generator)
+    out = restore_tiled(
+        sde, net, lq, sampler="ode", steps=5, generator=torch.Generator().manual_seed(0), tile=48, overlap=16
+    )
+    error = (out - reference).abs().mean(dim=(0, 1))
+    borders = torch.zeros_like(error, dtype=torch.bool)
+    for start in window_starts(128, 48, 16, 4)[1:]:
+        borders[:, start : start + 16] = True  # blend bands, where a seam would be
+    for start in window_starts(96, 48, 16, 4)[1:]:
+        borders[start : start + 16, :] = True
+    border_err, interior_err = error[borders].mean(), error[~borders].mean()
+    print(
+        f"pixel blended: PSNR {psnr(out, reference):.1f} dB, border {border_err:.2e}, interior {interior_err:.2e}"
+    )
+    assert psnr(out, reference) > 45  # only the windows' global channel pooling differs
+    assert border_err < 2 * interior_err + 1e-5  # no seams: the blend bands are as good as the rest
+
+
+def test_blending_weights_sum_to_one_and_single_window_is_identity():
+    calls = []
+
+    def net(x, mu, t):
+        calls.append(x.shape)
+        return torch.ones_like(x)
+
+    model = BlendedTiles(net, tile=32, overlap=8, align=4)
+    x = torch.rand(1, 3, 50, 70)
+    assert torch.allclose(model(x, x, torch.tensor([1])), torch.ones_like(x))
+    assert len(calls) > 1 and all(s[-1] <= 32 and s[-2] <= 32 for s in calls)
+    calls.clear()
+    BlendedTiles(net, tile=128)(x, x, torch.tensor([1]))
+    assert calls == [x.shape]
+
+
+def test_memory_planner():
+    ae = UNetAutoencoder(3, 3, ch=8, ch_mult=[4, 8, 8, 16], embed_dim=8)
+    net = ConditionalNAFNet(
+        8, width=32, enc_blk_nums=[1, 1, 1, 4], dec_blk_nums=[1, 1, 1, 1], variant="latent"
+    )
+    assert plan_tile(ae, net, 512, 512, 4 * GiB) is None  # small photos are not tiled
+    tile = plan_tile(ae, net, 4000, 6000, 4 * GiB)
+    assert tile is not None and tile % 16 == 0 and estimate_bytes(ae, net, 4000, 6000, tile) <= 4 * GiB
+    larger = plan_tile(ae, net, 4000, 6000, 8 * GiB)
+    assert larger is not None and larger > tile
+    pixel = ConditionalNAFNet(3, width=32, enc_blk_nums=[1, 1, 1, 4], dec_blk_nums=[1, 1, 1, 1])
+    assert plan_tile(None, pixel, 4000, 6000, 4 * GiB) is not None
