@@ -277,3 +277,22 @@ def test_command_line_exit_status_and_summary(pixel_ckpt, tmp_path, monkeypatch,
         restore_mod.main()
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "no such checkpoint" in err, err
+
+
+def test_several_devices_split_a_folder_and_give_the_same_outputs(pixel_ckpt, tmp_path):
+    """One process per device (two CPU workers here); each image keeps its seed, so outputs match one device."""
+    source = tmp_path / "in"
+    for index in range(3):
+        write_image(source / f"img{index}.png", photo(24, 20 + index, seed=index))
+    single = restore(config(pixel_ckpt, source, tmp_path / "single"))
+    split = restore(config(pixel_ckpt, source, tmp_path / "split", devices=["cpu", "cpu"]))
+    assert sorted(split.written) == sorted(single.written) == ["img0.png", "img1.png", "img2.png"]
+    for name in single.written:
+        one, _ = read_image(tmp_path / "single" / name)
+        two, _ = read_image(tmp_path / "split" / name)
+        assert torch.equal(one, two), name
+
+
+def test_asking_for_more_gpus_than_exist_fails_clearly(pixel_ckpt, tmp_path):
+    with pytest.raises(RestoreError, match="GPU"):
+        restore(config(pixel_ckpt, tmp_path, tmp_path / "out", devices=torch.cuda.device_count() + 1))

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import re
 import resource
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from refusion_pl.checkpoints import UnsafeCheckpointError
@@ -252,14 +254,73 @@ def peak_rss_gib() -> float:
     return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
+def parse_devices(value: Any) -> list[str]:
+    """``devices``: null (use ``device``), N (the first N GPUs), "all" (every GPU) or a list of device names."""
+    if value is None:
+        return []
+    if isinstance(value, str) and value != "all":
+        value = [value]
+    if value == "all" or isinstance(value, int):
+        available = torch.cuda.device_count()
+        count = available if value == "all" else int(value)
+        if count < 1 or count > available:
+            raise RestoreError(f"devices={value!r} asks for {count} GPU(s), but {available} are available")
+        return [f"cuda:{index}" for index in range(count)]
+    names = [str(name) for name in value]
+    for name in names:
+        pick_device(name)  # fail early on a device that does not exist here
+    return names
+
+
 def restore(cfg: DictConfig) -> Summary:
-    """Restore ``cfg.input`` (file or folder) into ``cfg.output``; per-file failures are collected, not raised."""
+    """Restore ``cfg.input`` (file or folder) into ``cfg.output``; per-file failures are collected, not raised.
+
+    With several ``devices`` the images are split round-robin over one process per device; each image is
+    sampled with the same seed wherever it runs, so the outputs do not depend on the split.
+    """
     if not cfg.get("ckpt") or not cfg.get("input") or not cfg.get("output"):
         raise RestoreError("ckpt=PATH, input=FILE_OR_DIR and output=DIR are all required")
-    device = pick_device(str(cfg.device))
+    devices = parse_devices(cfg.get("devices"))
+    files, root = list_inputs(Path(cfg.input))
+    if len(devices) > 1 and len(files) > 1:
+        return restore_on_devices(cfg, devices, files, root)
+    return restore_files(cfg, devices[0] if devices else str(cfg.device), files, root)
+
+
+def restore_on_devices(cfg: DictConfig, devices: list[str], files: list[Path], root: Path) -> Summary:
+    """One worker process per device (spawned, so CUDA starts cleanly in each), then one merged summary."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    shards = [
+        (device, [str(f) for f in files[index :: len(devices)]]) for index, device in enumerate(devices)
+    ]
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(shards), mp_context=context) as pool:
+        futures = [
+            pool.submit(_restore_shard, plain, device, shard, str(root)) for device, shard in shards if shard
+        ]
+        parts = [future.result() for future in futures]
+    merged = Summary(seconds=time.perf_counter() - start)
+    for part in parts:
+        merged.written += part.written
+        merged.skipped += part.skipped
+        merged.failed.update(part.failed)
+        merged.peak_rss_gib = max(merged.peak_rss_gib, part.peak_rss_gib)
+        if part.peak_gpu_gib is not None:
+            merged.peak_gpu_gib = max(merged.peak_gpu_gib or 0.0, part.peak_gpu_gib)
+    return merged
+
+
+def _restore_shard(cfg: dict[str, Any], device: str, files: list[str], root: str) -> Summary:
+    """Worker entry point (top level, so it pickles): restore ``files`` on ``device``."""
+    return restore_files(OmegaConf.create(cfg), device, [Path(f) for f in files], Path(root))
+
+
+def restore_files(cfg: DictConfig, device_name: str, files: list[Path], root: Path) -> Summary:
+    """Load the model once on one device and restore ``files``."""
+    device = pick_device(device_name)
     autocast(device, str(cfg.precision))  # validate before the (slow) model load
     tile, max_memory = parse_tile(cfg.tile), parse_memory(cfg.max_memory)
-    files, root = list_inputs(Path(cfg.input))
     module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
     restorer = Restorer(
         module=module,
