@@ -213,3 +213,34 @@ def test_command_line_data_error_is_one_line(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0
     assert str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stages_run_separately(compose_config, tmp_path):
+    """stage=autoencoder, then stage=diffusion autoencoder.ckpt=PATH: the frozen weights travel along."""
+    train(compose_config("stage=autoencoder", "experiment=smoke", output_dir=tmp_path / "ae"))
+    ae_ckpt = tmp_path / "ae" / "autoencoder" / "checkpoints" / "last.ckpt"
+    train(
+        compose_config(
+            "stage=diffusion",
+            "experiment=smoke",
+            f"autoencoder.ckpt={ae_ckpt}",
+            "figure.enabled=false",
+            output_dir=tmp_path / "diff",
+        )
+    )
+    assert not (tmp_path / "diff" / "autoencoder").exists()
+    ae_weights = safe_torch_load(ae_ckpt)["state_dict"]
+    diffusion = safe_torch_load(tmp_path / "diff" / "diffusion" / "checkpoints" / "last.ckpt")["state_dict"]
+    frozen = {k: v for k, v in diffusion.items() if k.startswith("autoencoder.")}
+    assert frozen and all(torch.equal(v, ae_weights[k]) for k, v in frozen.items())
+    # an autoencoder trained with other sizes is refused, naming both settings
+    with pytest.raises(ValueError, match="trained with net="):
+        train(
+            compose_config(
+                "stage=diffusion",
+                "experiment=smoke",
+                "net=small",
+                f"autoencoder.ckpt={ae_ckpt}",
+                output_dir=tmp_path / "mismatch",
+            )
+        )

@@ -28,7 +28,8 @@ def ema_with_warmup(decay: float):
     def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
         n = num_averaged.to(averaged.dtype)
         rate = torch.clamp((1 + n) / (10 + n), max=decay)
-        return averaged * rate + current * (1 - rate)
+        # where nothing changed (the frozen autoencoder) keep the value bit-exact
+        return torch.where(averaged == current, current, averaged * rate + current * (1 - rate))
 
     return update
 
