@@ -244,3 +244,17 @@ def test_stages_run_separately(compose_config, tmp_path):
                 output_dir=tmp_path / "mismatch",
             )
         )
+
+
+@pytest.mark.slow
+def test_demo_main_job_restores_visibly(compose_config, tmp_path):
+    """`make demo`'s run: the restored held-out photos are far better than the degraded ones.
+
+    Measured (2 CPU cores, about 2.7 minutes): validation PSNR 17.97 dB against 7.40 dB for the input.
+    """
+    cfg = compose_config(
+        "experiment=demo", "task=lowlight", "model=pixel", "optim=adamw", output_dir=tmp_path / "demo"
+    )
+    metrics = train(cfg)
+    assert metrics["val/psnr"] > metrics["val/psnr_input"] + 5, metrics
+    assert (tmp_path / "demo" / "restorations.png").read_bytes()[:4] == b"\x89PNG"
