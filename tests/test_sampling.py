@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from refusion_pl.sampling import SAMPLERS, sample, sample_between, timestep_schedule
+from refusion_pl.sampling import SAMPLERS, ou_time_schedule, sample, sample_between, timestep_schedule
 from refusion_pl.sde import IRSDE
 
 
@@ -262,3 +262,39 @@ def test_respaced_posterior_keeps_the_forward_marginal(sampler: str) -> None:
         sde, _oracle(sde, x0, naive_seen), mu, x_T, 5, "posterior", torch.Generator().manual_seed(15)
     )
     assert not all(in_bounds(z) for z in naive_seen)
+
+
+# ---------------------------------------------------------------- ou_time_schedule (the default respacing)
+
+
+@pytest.mark.parametrize(
+    ("T", "schedule"), [(100, "cosine"), (20, "linear"), (7, "cosine"), (30, "constant")]
+)
+def test_ou_schedule_is_strictly_decreasing_from_T_to_0(T: int, schedule: str) -> None:
+    sde = IRSDE(max_sigma=50, T=T, schedule=schedule)
+    for steps in range(1, T + 1):
+        sched = ou_time_schedule(sde.thetas_cumsum, steps)
+        assert len(sched) == steps + 1 and sched[0] == T and sched[-1] == 0
+        assert all(a > b for a, b in itertools.pairwise(sched))
+    assert ou_time_schedule(sde.thetas_cumsum, T) == list(range(T, -1, -1))
+
+
+def test_ou_schedule_spaces_the_process_clock_evenly() -> None:
+    constant = IRSDE(max_sigma=50, T=20, schedule="constant")
+    assert ou_time_schedule(constant.thetas_cumsum, 5) == timestep_schedule(20, 5)
+    cosine = IRSDE(max_sigma=50, T=100)
+    sched = ou_time_schedule(cosine.thetas_cumsum, 10)
+    jumps = [a - b for a, b in itertools.pairwise(sched)]
+    assert jumps[0] < jumps[-2] < jumps[-1]  # short jumps where theta is large (near T), long ones near 0
+    clock = cosine.thetas_cumsum[sched[:-1]]
+    gaps = clock[:-1] - clock[1:]
+    assert float(gaps.max() / gaps.min()) < 1.3  # nearly equal steps of the integrated rate
+
+
+def test_spacing_is_validated_and_uniform_spacing_still_works() -> None:
+    sde = IRSDE(max_sigma=50, T=20)
+    x0, mu = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    out = sample(sde, _oracle(sde, x0), mu, sampler="posterior", steps=5, spacing="uniform")
+    assert (out - x0).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="spacing"):
+        sample(sde, _oracle(sde, x0), mu, steps=5, spacing="log")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from refusion_pl.sde import IRSDE
 
 SAMPLERS = ("sde", "ode", "posterior")
+SPACINGS = ("ou", "uniform")
 
 NoiseModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -33,6 +34,25 @@ def timestep_schedule(T: int, steps: int) -> list[int]:
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
         raise ValueError(f"steps={steps!r} must be an integer in 1..T={T}")
     return [(2 * T * i + steps) // (2 * steps) for i in range(steps, -1, -1)]
+
+
+def ou_time_schedule(thetas_cumsum: Tensor, steps: int) -> list[int]:
+    """Descending timesteps ``[T, ..., 0]`` evenly spaced on the process's own clock ``thetas_cumsum``.
+
+    The state moves fastest where theta is large (near T for the cosine schedule), so equal jumps of the
+    integrated rate put shorter jumps there and longer ones near 0, where little changes. Each entry is the
+    timestep nearest its target on the clock, kept strictly decreasing; ``steps == T`` gives every timestep
+    and a constant schedule gives the evenly spaced ``timestep_schedule``.
+    """
+    T = len(thetas_cumsum) - 1
+    timestep_schedule(T, steps)  # same validation
+    clock = thetas_cumsum.double().tolist()
+    out = [T]
+    for i in range(1, steps):
+        target = clock[T] * (1 - i / steps)
+        lowest = steps - i  # leave room for the remaining distinct entries above 0
+        out.append(min(range(lowest, out[-1]), key=lambda t: (abs(clock[t] - target), -t)))
+    return [*out, 0]
 
 
 class _Noise:
@@ -59,16 +79,23 @@ def sample(
     steps: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    spacing: str = "ou",
 ) -> Tensor:
     """Run the reverse process from ``x_T`` (default ``mu + lambda z``) down to ``x_0``.
 
     ``model(x, mu, t)`` predicts the noise; ``t`` is an int64 tensor of shape ``(B,)``.
-    ``steps=None`` or ``T`` reproduces the original sampler; fewer steps use the respaced jumps.
+    ``steps=None`` or ``T`` reproduces the original sampler; fewer steps use the respaced jumps along
+    ``spacing``: ``ou`` (even on the process clock ``thetas_cumsum``, the default) or ``uniform`` in t.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing={spacing!r} is unknown; allowed: {', '.join(SPACINGS)}")
     steps = sde.T if steps is None else steps
-    schedule = timestep_schedule(sde.T, steps)
+    if spacing == "ou":
+        schedule = ou_time_schedule(sde.thetas_cumsum, steps)
+    else:
+        schedule = timestep_schedule(sde.T, steps)
     noise = _Noise(mu, generator)
     x = mu + sde.lam * noise() if x_T is None else x_T.to(mu)
     if steps == sde.T:
