@@ -35,8 +35,6 @@ from refusion_pl.restore import (
     Restorer,
     autocast,
     load_model,
-    parse_memory,
-    parse_tile,
     pick_device,
 )
 
@@ -195,18 +193,8 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         resolve_task_and_data(cfg, module)
         datamodule = build_datamodule(cfg)
     crop = int(cfg.task.crop_border) if cfg.get("task") is not None else int(module.hparams.crop_border)
-    restorer = Restorer(
-        module=module,
-        device=device,
-        sampler=cfg.sampler or module.val_cfg["sampler"],
-        steps=cfg.sample_steps,
-        seed=int(cfg.seed),
-        precision=str(cfg.precision),
-        tile=parse_tile(cfg.tile),
-        max_memory=parse_memory(cfg.max_memory),
-        progress=False,
-        upscale=False,  # the LQ is brought to the GT size below, once
-    )
+    # upscale=False: the LQ is brought to the GT size below, once
+    restorer = Restorer.from_config(cfg, module, device, progress=False, upscale=False)
     scorer = Scorer(crop, bool(cfg.lpips), device)
     out_dir = Path(cfg.paths.output_dir)
     rows = score_all(restorer, scorer, test_pairs(datamodule, cfg.max_images), out_dir, bool(cfg.save_images))

@@ -148,6 +148,20 @@ class Restorer:
     upscale: bool = True  # super-resolution checkpoints: bicubic-upsample the LQ by the task's scale first
     last_tile: int | None = field(default=None, init=False)
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig, module: Any, device: torch.device, **overrides: Any) -> Restorer:
+        """The sampling and tiling settings of a restore/evaluate config (checkpoint defaults where null)."""
+        settings = {
+            "sampler": cfg.sampler or module.val_cfg["sampler"],
+            "steps": cfg.sample_steps,
+            "seed": int(cfg.seed),
+            "precision": str(cfg.precision),
+            "tile": parse_tile(cfg.tile),
+            "max_memory": parse_memory(cfg.max_memory),
+            **overrides,
+        }
+        return cls(module=module, device=device, **settings)
+
     def plan(self, height: int, width: int) -> tuple[int | None, bool]:
         """(tile size, keep fp16 skips): explicit sizes recompute skips (exact); ``auto`` follows the budget."""
         if self.tile != "auto":
@@ -320,19 +334,9 @@ def restore_files(cfg: DictConfig, device_name: str, files: list[Path], root: Pa
     """Load the model once on one device and restore ``files``."""
     device = pick_device(device_name)
     autocast(device, str(cfg.precision))  # validate before the (slow) model load
-    tile, max_memory = parse_tile(cfg.tile), parse_memory(cfg.max_memory)
+    parse_tile(cfg.tile), parse_memory(cfg.max_memory)  # validate before the (slow) model load
     module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
-    restorer = Restorer(
-        module=module,
-        device=device,
-        sampler=cfg.sampler or module.val_cfg["sampler"],
-        steps=cfg.sample_steps,
-        seed=int(cfg.seed),
-        precision=str(cfg.precision),
-        tile=tile,
-        max_memory=max_memory,
-        progress=bool(cfg.progress),
-    )
+    restorer = Restorer.from_config(cfg, module, device, progress=bool(cfg.progress))
     return run_folder(restorer, files, root, Path(cfg.output), cfg.get("format"), bool(cfg.overwrite))
 
 

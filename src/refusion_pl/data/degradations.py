@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -129,7 +130,7 @@ def _noise(x: Tensor, sigma255: float, g: torch.Generator) -> Tensor:
 # ------------------------------------------------------------------------------------------ base class
 
 
-class Degradation:
+class Degradation(ABC):
     """A synthetic degradation: ``lq = deg(gt, generator)``; ``scale`` > 1 only for super-resolution."""
 
     name: ClassVar[str]
@@ -154,9 +155,9 @@ class Degradation:
         out = [self.apply_one(gt[i : i + 1].float(), generator) for i in range(gt.shape[0])]
         return torch.cat(out).clamp_(0.0, 1.0)
 
+    @abstractmethod
     def apply_one(self, x: Tensor, g: torch.Generator) -> Tensor:
         """Degrade one image ``[1,C,H,W]``."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
