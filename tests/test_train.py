@@ -125,8 +125,8 @@ def test_pixel_model_learns_with_either_optimiser(compose_config, tmp_path, opti
 def test_pixel_model_beats_the_degraded_input(compose_config, tmp_path):
     """1500 steps of a width-16 pixel model restore held-out shadowed photos better than the input.
 
-    Measured (2 CPU cores, seed 42, about 2.5 minutes): validation PSNR 14.75 dB against 12.74 dB for the
-    shadowed input on the first held-out photo; the test asks only that restored > input on all three.
+    Measured (2 CPU cores, seed 42, about 2.5 minutes): mean validation PSNR over the three held-out photos
+    12.18 dB against 11.60 dB for the shadowed input (first photo alone: 14.75 vs 12.74 dB).
     """
     metrics, losses = _pixel_shadow(
         compose_config,
