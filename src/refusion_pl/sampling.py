@@ -92,10 +92,12 @@ def sample(
     if spacing not in SPACINGS:
         raise ValueError(f"spacing={spacing!r} is unknown; allowed: {', '.join(SPACINGS)}")
     steps = sde.T if steps is None else steps
-    if spacing == "ou":
-        schedule = ou_time_schedule(sde.thetas_cumsum, steps)
-    else:
-        schedule = timestep_schedule(sde.T, steps)
+    schedule: list[int] = []
+    if steps != sde.T:  # the full loop needs no schedule; building one also validates ``steps``
+        if spacing == "ou":
+            schedule = ou_time_schedule(sde.thetas_cumsum, steps)
+        else:
+            schedule = timestep_schedule(sde.T, steps)
     noise = _Noise(mu, generator)
     x = mu + sde.lam * noise() if x_T is None else x_T.to(mu)
     if steps == sde.T:

@@ -81,11 +81,9 @@ class DiffusionModule(RestorationModule):
             raise ValueError(
                 f"{path} is not a refusion_pl autoencoder checkpoint (kind={meta.get('kind')!r})"
             )
-        stored = dict(checkpoint["hyper_parameters"]["net"])
-        wanted = dict(self.hparams.autoencoder)
-        if {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in stored.items()} != {
-            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in wanted.items()
-        }:
+        stored = _as_lists(checkpoint["hyper_parameters"]["net"])
+        wanted = _as_lists(self.hparams.autoencoder)
+        if stored != wanted:
             raise ValueError(
                 f"autoencoder checkpoint {path} was trained with net={stored}, this run wants {wanted}"
             )
@@ -200,3 +198,8 @@ class DiffusionModule(RestorationModule):
         module.load_state_dict(checkpoint["state_dict"], strict=True)
         module.run_config = meta.get("config")
         return module.eval()
+
+
+def _as_lists(settings: dict[str, Any]) -> dict[str, Any]:
+    """Network settings with tuples as lists, so settings from YAML, code and checkpoints compare equal."""
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()}
