@@ -36,6 +36,7 @@ def test_defaults(compose_config):
     cfg = compose_config()
     assert cfg.task.name == "shadow" and cfg.model.name == "latent"
     assert cfg.sde.steps == 100 and cfg.sde.max_sigma == 50 and cfg.sde.schedule == "cosine"
+    assert cfg.sde.prediction == "noise"
     assert cfg.optim.name == "lion" and cfg.scheduler.name == "cosine"
     assert cfg.data.root is None  # bundled photos
 
@@ -51,6 +52,14 @@ def test_paper_presets_hold_published_settings(compose_config):
     dehaze = compose_config("experiment=paper_dehaze")
     assert dehaze.model.name == "latent" and list(dehaze.net.autoencoder.ch_mult) == [4, 8, 8, 16]
     assert dehaze.autoencoder.max_steps == 300_000 and dehaze.trainer.max_steps == 400_000
+    assert shadow.sde.prediction == dehaze.sde.prediction == "noise"  # the published target
+
+
+def test_prediction_choices_match_the_library():
+    from refusion_pl.config import PREDICTIONS as CONFIG_PREDICTIONS
+    from refusion_pl.models import PREDICTIONS
+
+    assert CONFIG_PREDICTIONS == PREDICTIONS
 
 
 @pytest.mark.parametrize("experiment", ["smoke", "demo"])
@@ -67,6 +76,7 @@ def test_size_presets_do_not_pin_choices(compose_config, experiment):
         ("sde.max_sigma=-1", "sde.max_sigma"),
         ("sde.schedule=quadratic", "sde.schedule"),
         ("sde.sampler=ddim", "sde.sampler"),
+        ("sde.prediction=eps", "sde.prediction"),
         ("sde.sample_steps=500", "sde.sample_steps"),
         ("optim.lr=0", "optim.lr"),
         ("stage=finetune", "stage"),

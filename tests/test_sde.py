@@ -289,6 +289,16 @@ def test_x0_from_noise_inverts_the_marginal() -> None:
     torch.testing.assert_close(sde.x0_from_noise(sde.forward_sample(x0, mu, t, z), mu, z, t), x0)
 
 
+def test_noise_from_x0_recovers_the_noise_of_the_marginal() -> None:
+    sde = IRSDE(50, 100, "cosine", 0.005)
+    g = torch.Generator().manual_seed(7)
+    x0, mu, z = (torch.rand(3, 3, 4, 4, generator=g) for _ in range(3))
+    t = torch.tensor([1, 37, 100])
+    xt = sde.forward_sample(x0, mu, t, z)
+    torch.testing.assert_close(sde.noise_from_x0(xt, mu, x0, t), z, atol=2e-4, rtol=0)
+    torch.testing.assert_close(sde.x0_from_noise(xt, mu, sde.noise_from_x0(xt, mu, x0, t), t), x0)
+
+
 def test_sample_timesteps_range_and_reproducible() -> None:
     sde = IRSDE(50, 10)
     t = sde.sample_timesteps(5000, torch.Generator().manual_seed(7), "cpu")

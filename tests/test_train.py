@@ -49,18 +49,34 @@ def test_smoke_run_writes_everything(compose_config, tmp_path):
 
 
 def test_checkpoint_settings_win_over_command_line(compose_config, tmp_path):
-    cfg = compose_config("model=pixel", "experiment=smoke", "sde.steps=12", "sde.max_sigma=30")
+    cfg = compose_config(
+        "model=pixel", "experiment=smoke", "sde.steps=12", "sde.max_sigma=30", "sde.prediction=x0"
+    )
     train(cfg)
     path = Path(cfg.paths.output_dir) / "diffusion" / "checkpoints" / "last.ckpt"
     with pytest.warns(UserWarning, match=r"sde\.steps=50 ignored.*sde\.steps=12"):
         module = DiffusionModule.from_checkpoint(path, sde_overrides={"steps": 50, "sample_steps": 3})
     assert module.sde.T == 12 and module.sde.lam == pytest.approx(30 / 255)
+    assert module.prediction == "x0"
+    with pytest.warns(UserWarning, match=r"sde\.prediction=noise ignored.*sde\.prediction=x0"):
+        assert DiffusionModule.from_checkpoint(path, sde_overrides={"prediction": "noise"}).prediction == "x0"
     assert module.val_cfg["sample_steps"] == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DiffusionModule.from_checkpoint(path, sde_overrides={"steps": 12})  # agreeing values: no warning
     out = module.restore(torch.rand(1, 3, 21, 35), generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 3, 21, 35)
+
+
+def test_checkpoint_from_before_prediction_existed_predicts_noise(compose_config, tmp_path):
+    cfg = compose_config("model=pixel", "experiment=smoke", "sde.steps=12")
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "diffusion" / "checkpoints" / "last.ckpt"
+    checkpoint = safe_torch_load(path)
+    del checkpoint["hyper_parameters"]["sde"]["prediction"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    module = DiffusionModule.from_checkpoint(tmp_path / "old.ckpt")
+    assert module.prediction == "noise" and module.noise_model is module.net
 
 
 def test_not_a_diffusion_checkpoint_is_refused(tmp_path):
@@ -119,6 +135,34 @@ def test_pixel_model_learns_with_either_optimiser(compose_config, tmp_path, opti
     trained, losses = _pixel_shadow(compose_config, tmp_path, "trained", *common, *steps)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
     assert trained["val/psnr"] > untrained["val/psnr"] + 2.0, (untrained, trained)
+
+
+def test_x0_pixel_model_beats_the_shadowed_input(compose_config, tmp_path):
+    """400 steps of the tiny pixel model predicting x0 restore the held-out shadowed photos better than the input.
+
+    Measured (2 CPU cores, 64 px centre crops of the three held-out photos): 11.85 dB against 11.60 dB for the
+    shadowed input with seed 42, 12.17 dB with seed 1. The paper's noise target needs far longer (slow test
+    below). The margin is thin: on 128 px crops the same run is level with its input (README, sde.prediction).
+    """
+    steps = ("trainer.max_steps=400", "trainer.val_check_interval=400", "data.train_samples_per_epoch=3200")
+    metrics, losses = _pixel_shadow(
+        compose_config, tmp_path, "x0", "sde.prediction=x0", "optim=adamw", "optim.lr=1e-2", *steps
+    )
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    assert metrics["val/psnr"] > metrics["val/psnr_input"], metrics
+
+
+def test_x0_pixel_model_denoises(compose_config, tmp_path):
+    """The same short run on the denoise task: measured 26.4 dB against 20.4 dB for the noisy input."""
+    cfg = compose_config(
+        "model=pixel", "experiment=smoke", "task=denoise", "sde.prediction=x0", "sde.sample_steps=null",
+        "optim=adamw", "optim.lr=3e-3", "trainer.max_steps=400", "trainer.val_check_interval=400",
+        "data.train_samples_per_epoch=3200", "data.crop_size=32", "data.batch_size=8", "data.max_val_images=3",
+        "data.val_size=64", "val.num_images=3", "trainer.limit_val_batches=1.0", "figure.enabled=false",
+        output_dir=tmp_path / "denoise",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["val/psnr"] > metrics["val/psnr_input"] + 3.0, metrics
 
 
 @pytest.mark.slow

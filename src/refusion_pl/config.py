@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 SCHEDULES = ("cosine", "linear", "constant")
+# Mirrors refusion_pl.models.PREDICTIONS (this module stays importable without torch).
+PREDICTIONS = ("noise", "x0")
 SAMPLERS = ("sde", "ode", "posterior")
 OPTIMIZERS = ("lion", "adamw")
 LR_SCHEDULERS = ("cosine", "multistep", "constant")
@@ -40,6 +42,7 @@ class SDEConfig:
     eps: float = 0.005
     sampler: str = "sde"
     sample_steps: int | None = None
+    prediction: str = "noise"
 
 
 @dataclass
@@ -213,6 +216,7 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_range(f"{prefix}.eps", sde.eps, 0, 1, closed=False)
     _check_choice(f"{prefix}.schedule", sde.schedule, SCHEDULES)
     _check_choice(f"{prefix}.sampler", sde.sampler, SAMPLERS)
+    _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
     if sde.sample_steps is not None:
         _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
 

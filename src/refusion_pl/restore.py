@@ -185,7 +185,7 @@ class Restorer:
         with autocast(self.device, self.precision):
             out = restore_tiled(
                 self.module.sde,
-                self.module.net,
+                self.module.noise_model,
                 lq,
                 autoencoder=self.module.autoencoder,
                 sampler=self.sampler,

@@ -196,6 +196,10 @@ class IRSDE:
         sb = self._at("sigma_bars", t, xt)
         return (xt - mu - sb * noise) * torch.exp(self._at("thetas_cumsum", t, xt) * self.dt) + mu
 
+    def noise_from_x0(self, xt: Tensor, mu: Tensor, x0: Tensor, t: Timestep) -> Tensor:
+        """The noise that takes ``x0`` to ``x_t`` under the marginal (inverse of :meth:`x0_from_noise`)."""
+        return (xt - self.mu_bar(x0, mu, t)) / self._at("sigma_bars", t, xt)
+
     def _drift(self, x: Tensor, mu: Tensor, score: Tensor, t: Timestep, score_weight: float) -> Tensor:
         theta = self._at("thetas", t, x)
         sigma = self._at("sigmas", t, x)

@@ -11,12 +11,14 @@ import torch
 from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import psnr_per_image
-from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
+from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE
 
 # SDE settings fixed by training; a checkpoint is never sampled with different ones.
-TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps")
+TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
+# Checkpoints written before `sde.prediction` existed predicted noise.
+TRAINED_SDE_DEFAULTS = {"prediction": "noise"}
 
 
 def build_sde(cfg: dict[str, Any]) -> IRSDE:
@@ -52,6 +54,9 @@ class DiffusionModule(RestorationModule):
             raise ValueError(f"model={model!r} is not supported; choose one of: latent, pixel")
         sde = sde or {"max_sigma": 50, "steps": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
         self.sde = build_sde(sde)
+        self.prediction = sde.get("prediction", "noise")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"sde.prediction={self.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         self.autoencoder: UNetAutoencoder | None = None
         net_channels = channels
         if model == "latent":
@@ -61,6 +66,10 @@ class DiffusionModule(RestorationModule):
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
         self.net = ConditionalNAFNet(img_channel=net_channels, variant=model, **(nafnet or {}))
+        if self.prediction == "x0":
+            # Start from the identity restoration (x0 = mu) rather than from a random colour shift.
+            torch.nn.init.zeros_(self.net.ending.weight)
+            torch.nn.init.zeros_(self.net.ending.bias)
         self.val_cfg = {
             "num_images": 2,
             "sample_steps": None,
@@ -69,6 +78,11 @@ class DiffusionModule(RestorationModule):
         }
         self._val_seen = 0
         self._val_input_psnr: list[torch.Tensor] = []
+
+    @property
+    def noise_model(self) -> torch.nn.Module:
+        """The network as the samplers and the loss see it: always predicting the IR-SDE noise."""
+        return noise_model(self.net, self.sde, self.prediction)
 
     # ---- stage-1 weights -------------------------------------------------------------------------------------
     def load_autoencoder(self, path: str | Path) -> None:
@@ -111,7 +125,7 @@ class DiffusionModule(RestorationModule):
         t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
-        noise_pred = self.net(xt, mu, t)
+        noise_pred = self.noise_model(xt, mu, t)
         loss = self.sde.training_loss(noise_pred, xt, x0, mu, t)
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
@@ -127,7 +141,7 @@ class DiffusionModule(RestorationModule):
     ) -> torch.Tensor:
         return restore(
             self.sde,
-            self.net,
+            self.noise_model,
             lq,
             autoencoder=self.autoencoder,
             sampler=sampler or self.val_cfg["sampler"],
@@ -180,7 +194,7 @@ class DiffusionModule(RestorationModule):
                 "pass the checkpoint written by the diffusion stage of `python -m refusion_pl.train`"
             )
         hparams = dict(checkpoint["hyper_parameters"])
-        sde = dict(hparams["sde"])
+        sde = {**TRAINED_SDE_DEFAULTS, **hparams["sde"]}
         for key, value in (sde_overrides or {}).items():
             if key in TRAINED_SDE_KEYS:
                 if value is not None and value != sde[key]:
