@@ -153,7 +153,10 @@ def test_x0_pixel_model_beats_the_shadowed_input(compose_config, tmp_path):
 
 
 def test_x0_pixel_model_denoises(compose_config, tmp_path):
-    """The same short run on the denoise task: measured 26.4 dB against 20.4 dB for the noisy input."""
+    """The same short run on the denoise task.
+
+    Measured (seed 42): 26.4 dB against 20.4 dB for the noisy input; the paper's noise target reaches 18.9 dB.
+    """
     cfg = compose_config(
         "model=pixel", "experiment=smoke", "task=denoise", "sde.prediction=x0", "sde.sample_steps=null",
         "optim=adamw", "optim.lr=3e-3", "trainer.max_steps=400", "trainer.val_check_interval=400",
