@@ -79,7 +79,7 @@ def test_optuna_search(tmp_path):
     result = multirun(sweep, *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"optim.lr", "sde.max_sigma", "sde.steps", "optim"}
+    assert set(best["best_params"]) == {"optim.lr", "sde.max_sigma", "sde.steps", "sde.prediction", "optim"}
     finals = [_summary(sweep / str(n))["final"]["val/psnr"] for n in range(2)]
     assert best["best_value"] == pytest.approx(max(finals))  # the value main() returned to the sweeper
     rows = list(csv.DictReader(io.StringIO(report.to_csv(report.collect(sweep), "val/psnr"))))
