@@ -206,6 +206,7 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         "sampler": restorer.sampler,
         "sample_steps": restorer.steps or module.sde.T,
         "trained_steps": module.sde.T,
+        "prediction": module.prediction,
         "crop_border": crop,
         "images": len(rows) // 2,
         "device": str(device),

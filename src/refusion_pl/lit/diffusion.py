@@ -21,6 +21,16 @@ TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
 TRAINED_SDE_DEFAULTS = {"prediction": "noise"}
 
 
+def trained_sde_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``sde.key=wanted (checkpoint: stored)`` for every trained SDE setting on which the two disagree."""
+    stored, wanted = {**TRAINED_SDE_DEFAULTS, **stored}, {**TRAINED_SDE_DEFAULTS, **wanted}
+    return [
+        f"sde.{key}={wanted.get(key)!r} (checkpoint: {stored.get(key)!r})"
+        for key in TRAINED_SDE_KEYS
+        if stored.get(key) != wanted.get(key)
+    ]
+
+
 def build_sde(cfg: dict[str, Any]) -> IRSDE:
     return IRSDE(max_sigma=cfg["max_sigma"], T=cfg["steps"], schedule=cfg["schedule"], eps=cfg["eps"])
 
