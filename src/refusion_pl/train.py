@@ -21,14 +21,12 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.config import ConfigError, validate_config
 from refusion_pl.data import DataError
 from refusion_pl.figures import save_restoration_figure
 from refusion_pl.files import atomic_write_json, atomic_write_text
 from refusion_pl.lit import AutoencoderModule, DiffusionModule
 from refusion_pl.lit.callbacks import ThroughputLogger, build_callbacks
-from refusion_pl.lit.diffusion import trained_sde_differences
 
 log = logging.getLogger("refusion_pl.train")
 
@@ -66,17 +64,6 @@ def resolve_resume(cfg: DictConfig, output_dir: Path, stage: str) -> str | None:
     if found is not None:
         log.info("Resuming %s stage from %s", stage, found)
     return str(found) if found else None
-
-
-def check_resume_settings(path: str, module: pl.LightningModule) -> None:
-    """Refuse to resume a diffusion run with SDE settings that differ from the ones its weights learned."""
-    stored = safe_torch_load(path).get("hyper_parameters", {}).get("sde") or {}
-    differences = trained_sde_differences(stored, dict(module.hparams.sde or {}))
-    if differences:
-        raise ConfigError(
-            f"ckpt_path={path}: cannot resume with {', '.join(differences)}; "
-            "resume with the checkpoint's settings or start a new run"
-        )
 
 
 # ---- building --------------------------------------------------------------------------------------------------
@@ -225,8 +212,6 @@ def run_stage(
     module.run_config = run_config
     trainer = build_trainer(cfg, stage, stage_dir, max_steps, run_config)
     resume = resolve_resume(cfg, output_dir, stage)  # a finished stage's fit returns at once
-    if resume is not None and stage == "diffusion":
-        check_resume_settings(resume, module)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")

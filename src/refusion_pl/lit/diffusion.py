@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from refusion_pl.checkpoints import safe_torch_load
+from refusion_pl.config import ConfigError
 from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import psnr_per_image
 from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
@@ -93,6 +94,16 @@ class DiffusionModule(RestorationModule):
     def noise_model(self) -> torch.nn.Module:
         """The network as the samplers and the loss see it: always predicting the IR-SDE noise."""
         return noise_model(self.net, self.sde, self.prediction)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume training with SDE settings that differ from the ones the weights learned."""
+        stored = checkpoint.get("hyper_parameters", {}).get("sde") or {}
+        differences = trained_sde_differences(stored, dict(self.hparams.sde or {}))
+        if differences:
+            raise ConfigError(
+                f"cannot resume with {', '.join(differences)}; "
+                "resume with the checkpoint's settings or start a new run"
+            )
 
     # ---- stage-1 weights -------------------------------------------------------------------------------------
     def load_autoencoder(self, path: str | Path) -> None:
