@@ -20,6 +20,8 @@ from refusion_pl.sde import IRSDE
 TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
 # Checkpoints written before `sde.prediction` existed predicted noise.
 TRAINED_SDE_DEFAULTS = {"prediction": "noise"}
+# Network variants each model can hold (the method page, sections 2 and 8).
+NETWORK_VARIANTS = {"pixel": ("pixel", "stereo"), "latent": ("latent", "bokeh")}
 
 
 def trained_sde_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -58,11 +60,20 @@ class DiffusionModule(RestorationModule):
         max_steps: int = 1000,
         val: dict[str, Any] | None = None,
         crop_border: int = 0,
+        variant: str | None = None,
     ) -> None:
         super().__init__(crop_border)
         self.save_hyperparameters()
         if model not in ("latent", "pixel"):
             raise ValueError(f"model={model!r} is not supported; choose one of: latent, pixel")
+        # The network variant defaults to the model; the original's stereo (pixel) and bokeh (latent)
+        # networks arrive through converted checkpoints (`refusion_pl.convert`).
+        variant = variant or model
+        if variant not in NETWORK_VARIANTS[model]:
+            raise ValueError(
+                f"variant={variant!r} does not fit model={model!r}; choose one of: "
+                + ", ".join(NETWORK_VARIANTS[model])
+            )
         sde = sde or {"max_sigma": 50, "steps": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
         self.sde = build_sde(sde)
         self.prediction = sde.get("prediction", "noise")
@@ -76,7 +87,7 @@ class DiffusionModule(RestorationModule):
             self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **autoencoder)
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
-        self.net = ConditionalNAFNet(img_channel=net_channels, variant=model, **(nafnet or {}))
+        self.net = ConditionalNAFNet(img_channel=net_channels, variant=variant, **(nafnet or {}))
         if self.prediction == "x0":
             # Start from the identity restoration (x0 = mu) rather than from a random colour shift.
             torch.nn.init.zeros_(self.net.ending.weight)
