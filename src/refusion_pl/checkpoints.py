@@ -127,8 +127,12 @@ def load_original_state_dict(
 
 
 def _check_keys(mapped: Mapping[str, tuple[str, Tensor]], expected: Mapping[str, Tensor]) -> None:
-    missing = sorted(set(expected) - set(mapped))
-    unexpected = sorted(_describe(k, mapped[k][0]) for k in set(mapped) - set(expected))
+    """Name every missing and unexpected key with its shape, so a wrong file or setting is recognisable."""
+    missing = [f"{k} (module {tuple(expected[k].shape)})" for k in sorted(set(expected) - set(mapped))]
+    unexpected = [
+        f"{_describe(k, mapped[k][0])} (checkpoint {tuple(mapped[k][1].shape)})"
+        for k in sorted(set(mapped) - set(expected))
+    ]
     if missing or unexpected:
         raise CheckpointKeyError(
             f"state dict does not match the module: missing keys {missing}, unexpected keys {unexpected}"

@@ -219,10 +219,17 @@ class DiffusionModule(RestorationModule):
         sampling settings (``sampler``, ``sample_steps``) are applied.
         """
         checkpoint = safe_torch_load(path, map_location=map_location)
+        return cls.from_checkpoint_data(checkpoint, str(path), sde_overrides)
+
+    @classmethod
+    def from_checkpoint_data(
+        cls, checkpoint: dict[str, Any], source: str, sde_overrides: dict[str, Any] | None = None
+    ) -> DiffusionModule:
+        """`from_checkpoint` on a checkpoint already in memory (also a safetensors export's contents)."""
         meta = checkpoint.get(CHECKPOINT_KEY) or {}
         if meta.get("kind") != "diffusion" or "hyper_parameters" not in checkpoint:
             raise ValueError(
-                f"{path} is not a refusion_pl diffusion checkpoint (found kind={meta.get('kind')!r}); "
+                f"{source} is not a refusion_pl diffusion checkpoint (found kind={meta.get('kind')!r}); "
                 "pass the checkpoint written by the diffusion stage of `python -m refusion_pl.train`"
             )
         hparams = dict(checkpoint["hyper_parameters"])
