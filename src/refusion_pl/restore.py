@@ -95,8 +95,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 # ---- model ------------------------------------------------------------------------------------------------------
 def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, device: torch.device) -> Any:
-    """The diffusion module of a ``refusion_pl`` checkpoint, loaded weights-only, on ``device``."""
-    from refusion_pl.lit.diffusion import DiffusionModule  # Lightning import only when a model is loaded
+    """The diffusion module of a checkpoint, loaded weights-only, on ``device``.
+
+    ``path``: a ``refusion_pl`` checkpoint (trained or converted), a ``.safetensors`` export, or one of the
+    original implementation's option files naming its ``.pth`` files (``refusion_pl.pretrained``).
+    """
+    from refusion_pl.original import ConversionError
+    from refusion_pl.pretrained import PretrainedError, from_pretrained
 
     path = Path(path)
     if not path.is_file():
@@ -104,16 +109,23 @@ def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, 
     if sampler is not None and sampler not in SAMPLERS:
         raise RestoreError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
     try:
-        module = DiffusionModule.from_checkpoint(path, sde_overrides={"sampler": sampler})
+        module = from_pretrained(path, sde_overrides={"sampler": sampler})
     except UnsafeCheckpointError as err:
         raise RestoreError(
             f"{err}. Only checkpoints written by refusion_pl (weights only) are loaded"
         ) from None
+    except (ConversionError, PretrainedError) as err:
+        raise RestoreError(str(err)) from None
     except (KeyError, RuntimeError, TypeError) as err:
         raise RestoreError(
             f"{path} is not a usable refusion_pl diffusion checkpoint: its weights do not match its stored "
             f"settings ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
         ) from None
+    if module.net.variant in ("stereo", "bokeh"):
+        raise RestoreError(
+            f"{path} holds a {module.net.variant} network: restore and evaluate handle single images; "
+            "sample it with refusion_pl.pretrained.restore_with_scalars"
+        )
     channels = int(module.hparams.channels)
     if channels not in SUPPORTED_CHANNELS:
         raise RestoreError(f"{path} restores {channels}-channel inputs; restore handles 1 or 3 channels")
