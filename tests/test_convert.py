@@ -20,11 +20,13 @@ import yaml
 from refusion_pl import convert as convert_mod
 from refusion_pl.checkpoints import load_original_state_dict, safe_torch_load
 from refusion_pl.data.io import read_image, write_image
+from refusion_pl.evaluate import evaluate
 from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
 from refusion_pl.original import ConversionError, convert_original, read_options
 from refusion_pl.pipeline import restore as sample_image
 from refusion_pl.pretrained import from_pretrained, restore_with_scalars
 from refusion_pl.restore import RestoreError, restore
+from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 from tests.conftest import load_fixture
 from tests.original_format import (
@@ -401,3 +403,60 @@ def test_pixels_of_the_cli_output_are_not_trivially_equal(tmp_path: Path) -> Non
     lq = photo()[None]
     a, b = library_sample(files, lq), library_sample(other, lq)
     assert np.abs((a - b).numpy()).max() > 0.1
+
+
+# ---- weights written by the original implementation's own code -------------------------------------------------
+def test_weights_saved_by_the_original_code_sample_as_the_original_did(tmp_path: Path, monkeypatch) -> None:
+    """The reference state dicts come from running the original; so does its probability-flow ODE run."""
+    fx = load_fixture("cnafnet_pixel_w8")
+    torch.save(fx["state_dict"], tmp_path / "refusion.pth")  # what the original's save_network writes
+    opts = yaml.safe_load((OPTIONS / "deshadow__test__refusion.yml").read_text())
+    opts["network_G"]["setting"] = {k: v for k, v in fx["config"].items() if k != "img_channel"}
+    sde = fx["sde_config"]
+    opts["sde"].update(max_sigma=sde["max_sigma"], T=sde["T"], schedule=sde["schedule"], eps=sde["eps"])
+    opts["path"]["pretrain_model_G"] = "refusion.pth"
+    (tmp_path / "refusion.yml").write_text(yaml.safe_dump(opts))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["convert", "options=refusion.yml", "output=shadow.ckpt"])
+    convert_mod.main()
+    module = from_pretrained(tmp_path / "shadow.ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(module.net(fx["x"], fx["cond"], fx["t"]), fx["out"], rtol=1e-4, atol=1e-5)
+    out = sample(module.sde, module.noise_model, fx["cond"], x_T=fx["ode_xT"], sampler="ode")
+    torch.testing.assert_close(out, fx["ode_out"], rtol=1e-4, atol=1e-4)
+
+
+def test_latent_pair_saved_by_the_original_code(tmp_path: Path) -> None:
+    net_fx, ae_fx = load_fixture("cnafnet_latent_w8"), load_fixture("unet_ae_ch8")
+    torch.save({f"module.{k}": v for k, v in net_fx["state_dict"].items()}, tmp_path / "latent-reffusion.pth")
+    torch.save(ae_fx["state_dict"], tmp_path / "latent-ae.pth")
+    opts = yaml.safe_load((OPTIONS / "latent-dehazing__dehazing__test__nasde.yml").read_text())
+    opts["network_G"]["setting"] = dict(net_fx["config"])
+    opts["network_L"]["setting"] = dict(ae_fx["config"])
+    opts["path"].update(pretrain_model_G="latent-reffusion.pth", pretrain_model_L="latent-ae.pth")
+    (tmp_path / "latent.yml").write_text(yaml.safe_dump(opts))
+    module = from_pretrained(tmp_path / "latent.yml")  # the option file directly
+    with torch.no_grad():
+        out = module.net(net_fx["x"], net_fx["cond"], net_fx["t"])
+        torch.testing.assert_close(out, net_fx["out"], rtol=1e-4, atol=1e-5)
+        latent, hidden = module.autoencoder.encode(ae_fx["x"])
+        torch.testing.assert_close(latent, ae_fx["latent"], rtol=1e-4, atol=1e-5)
+        decoded = module.autoencoder.decode(latent, hidden)
+        torch.testing.assert_close(decoded, ae_fx["decoded"], rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_takes_converted_checkpoints(compose_config, tmp_path: Path) -> None:
+    """Scoring converted weights: the task travels with the checkpoint, the test data is named on the command
+    line (here the bundled photos with the task's synthetic degradation)."""
+    files = original_files("pixel", tmp_path)
+    convert_original(files["options"], tmp_path / "m.ckpt")
+    args = ["crop=24", "max_images=1", "sample_steps=2", "lpips=false"]
+    with pytest.raises(RestoreError, match="stores no data settings"):
+        evaluate(compose_config(f"ckpt={tmp_path / 'm.ckpt'}", *args, name="evaluate"))
+    summary = evaluate(
+        compose_config(
+            f"ckpt={tmp_path / 'm.ckpt'}", "data=ntire", *args, name="evaluate", output_dir=tmp_path / "e"
+        )
+    )
+    assert summary["task"] == "shadow" and summary["crop_border"] == 4 and summary["images"] == 1
+    assert summary["refusion"]["psnr"] > 0
