@@ -362,10 +362,20 @@ def test_relative_paths_resolve_from_the_original_task_folder(tmp_path: Path) ->
     files = original_files("pixel", task_folder / "pretrained")
     options = write_options("pixel", task_folder / "options" / "test", Path("pretrained/pixel-net.pth"), None)
     module = convert_original(options, tmp_path / "m.ckpt")
-    assert module.run_config["converted_from"]["weights"]["path"] == str(
-        task_folder / "pretrained" / "pixel-net.pth"
+    assert module.run_config["converted_from"]["weights"]["path"] == str(files["weights"])
+    # latent-dehazing keeps its option files one level deeper: options/dehazing/test/
+    latent_folder = tmp_path / "latent-dehazing"
+    (latent_folder / "options" / "dehazing" / "test").mkdir(parents=True)
+    (latent_folder / "pretrained_models").mkdir()
+    pair = original_files("latent", latent_folder / "pretrained_models")
+    options = write_options(
+        "latent",
+        latent_folder / "options" / "dehazing" / "test",
+        Path("pretrained_models/latent-net.pth"),
+        Path("pretrained_models/latent-ae.pth"),
     )
-    assert files["weights"].is_file()
+    module = convert_original(options, tmp_path / "m2.ckpt")
+    assert module.run_config["converted_from"]["autoencoder_weights"]["path"] == str(pair["ae_weights"])
 
 
 class Payload:

@@ -54,6 +54,9 @@ DISTORTION_TASKS = {
     "denoising": "denoise",
     "inpainting": "inpaint",
 }
+# Folders searched for relative weight paths: the option file's own and those above it, up to the task folder
+# of `codes/config/<task>/options/<sub>/test/`.
+SEARCH_LEVELS = 4
 # Telltale keys of the two kinds of weight file (after `module.` prefixes are stripped).
 AUTOENCODER_MARKERS = ("init_conv.weight", "latent_conv.weight", "post_latent_conv.weight")
 NOISE_NETWORK_MARKERS = ("intro.weight", "ending.weight")
@@ -296,8 +299,8 @@ def _task(
 # ---- weight files ---------------------------------------------------------------------------------------------
 def resolve_weights(value: str | None, given: PathLike | None, spec: OriginalModel, key: str) -> Path:
     """The weight file to read: the explicit argument, else the option file's path (relative paths are
-    tried from the working directory, then from the option file's folder and the two folders above it,
-    where the original's test scripts run)."""
+    tried from the working directory, then from the option file's folder and the folders above it: the
+    original's test scripts run in the task folder, `options/test/` or `options/<sub>/test/` below)."""
     argument = "weights" if key == "path.pretrain_model_G" else "autoencoder_weights"
     if given is not None:
         path = Path(given)
@@ -309,7 +312,7 @@ def resolve_weights(value: str | None, given: PathLike | None, spec: OriginalMod
     candidates = [Path(value)]
     if not Path(value).is_absolute():
         folder = spec.options_path.resolve().parent
-        candidates += [folder / value, folder.parent / value, folder.parent.parent / value]
+        candidates += [ancestor / value for ancestor in [folder, *folder.parents][:SEARCH_LEVELS]]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
