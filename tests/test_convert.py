@@ -338,6 +338,21 @@ def test_latent_settings_that_cannot_fit(tmp_path: Path) -> None:
         convert_original(files["options"], tmp_path / "m.ckpt")
 
 
+def test_settings_refusion_pl_does_not_know_are_errors(tmp_path: Path) -> None:
+    files = original_files("latent", tmp_path)
+    opts = yaml.safe_load(files["options"].read_text())
+    opts["network_L"]["setting"]["img_channel"] = 4
+    files["options"].write_text(yaml.safe_dump(opts))
+    with pytest.raises(
+        ConversionError, match=r"latent\.yml: network_L\.setting\.img_channel is not a setting"
+    ):
+        convert_original(files["options"], tmp_path / "m.ckpt")
+    del opts["network_L"]["setting"]["img_channel"], opts["network_G"]["setting"]["width"]
+    files["options"].write_text(yaml.safe_dump(opts))
+    with pytest.raises(ConversionError, match=r"latent\.yml: network_G\.setting\.width is missing"):
+        convert_original(files["options"], tmp_path / "m.ckpt")
+
+
 def test_missing_weight_files_name_the_option_key(tmp_path: Path) -> None:
     options = write_options("latent", tmp_path, None, None)
     with pytest.raises(

@@ -117,6 +117,10 @@ def test_converted_original_weights_export(compose_config, tmp_path):
     ]
     assert torch.equal(out[0], out[1])
     assert exported.run_config["task"]["name"] == "dehaze"
+    source = read_export_info(tmp_path / "dehaze.safetensors")["config"]["converted_from"]
+    assert (
+        source["weights"]["path"] == "latent-net.pth" and source["options"] == "latent.yml"
+    )  # no local paths
 
 
 def test_export_errors(compose_config, tmp_path, monkeypatch, capsys):

@@ -183,9 +183,12 @@ def _network_name(path: Path, node: Mapping[str, Any], section: str) -> tuple[st
     raise ConversionError(f"{path}: {section} names no network (which_model_G or which_model)")
 
 
-def _setting(path: Path, node: Mapping[str, Any], section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _setting(
+    path: Path, node: Mapping[str, Any], section: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The required `keys` of `section.setting`; any key refusion_pl does not know is an error, not ignored."""
     setting = node.get("setting") or {}
-    unknown = sorted(set(setting) - set(keys) - {"img_channel"})
+    unknown = sorted(set(setting) - set(keys) - set(optional))
     if unknown:
         raise ConversionError(f"{path}: {section}.setting.{unknown[0]} is not a setting refusion_pl knows")
     missing = [key for key in keys if key not in setting]
@@ -204,7 +207,7 @@ def _noise_network(path: Path, opts: Mapping[str, Any]) -> tuple[dict[str, Any],
             f"{path}: {key}={name!r} is not supported: refusion_pl runs Refusion's {NOISE_NETWORK} noise "
             f"network (IR-SDE's ConditionalUNet is a different architecture)"
         )
-    nafnet = _setting(path, node, "network_G", NAFNET_KEYS)
+    nafnet = _setting(path, node, "network_G", NAFNET_KEYS, optional=("img_channel",))
     if len(nafnet["enc_blk_nums"]) != len(nafnet["dec_blk_nums"]):
         raise ConversionError(
             f"{path}: network_G.setting.enc_blk_nums={nafnet['enc_blk_nums']} and dec_blk_nums="

@@ -97,12 +97,25 @@ def export_metadata(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     config = meta.get("config") or {}
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in INFERENCE_HPARAMS}
+    kept = {"task": config.get("task")}
+    if config.get("converted_from"):
+        kept["converted_from"] = _without_local_paths(config["converted_from"])
     return {
         "hyper_parameters": hparams,
-        "config": {key: config[key] for key in ("task", "converted_from") if config.get(key) is not None},
+        "config": {key: value for key, value in kept.items() if value is not None},
         "ema": "current_model_state" in checkpoint,
         "global_step": int(checkpoint.get("global_step", 0) or 0),
     }
+
+
+def _without_local_paths(source: Mapping[str, Any]) -> dict[str, Any]:
+    """Provenance of converted weights with file names only: a shared file should not carry local paths."""
+    out = dict(source)
+    out["options"] = Path(source["options"]).name
+    for key in ("weights", "autoencoder_weights"):
+        if source.get(key):
+            out[key] = {**source[key], "path": Path(source[key]["path"]).name}
+    return out
 
 
 def write_export(checkpoint: Mapping[str, Any], output: PathLike) -> dict[str, Any]:
