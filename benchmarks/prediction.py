@@ -32,7 +32,7 @@ def overrides(task: str, prediction: str, seed: int, steps: int, lr: float, val_
         f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "trainer.limit_val_batches=1.0",
         "data.crop_size=32", "data.batch_size=8", f"data.train_samples_per_epoch={8 * steps}",
         f"data.val_size={val_size}", "data.max_val_images=3", "val.num_images=3",
-        "figure.enabled=false", "logger=csv", "callbacks.progress_bar=none",
+        "figure.enabled=false", "logger=csv", "callbacks.progress_bar=null",
     ]  # fmt: skip
 
 

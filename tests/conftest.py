@@ -29,7 +29,7 @@ FAST_SMOKE = [
     "data.crop_size=16",
     "data.val_size=16",
     "figure.enabled=false",
-    "callbacks.progress_bar=none",
+    "callbacks.progress_bar=null",
 ]
 
 

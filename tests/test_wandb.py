@@ -23,7 +23,7 @@ FAST = [
     "trainer.val_check_interval=2",
     "data.crop_size=16",
     "figure.enabled=false",
-    "callbacks.progress_bar=none",
+    "callbacks.progress_bar=null",
 ]
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of (crc, length, type) framed chunks
 

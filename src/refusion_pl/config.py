@@ -26,7 +26,6 @@ OPTIMIZERS = ("lion", "adamw")
 LR_SCHEDULERS = ("cosine", "multistep", "constant")
 MODELS = ("latent", "pixel")
 STAGES = ("auto", "autoencoder", "diffusion")
-PROGRESS_BARS = ("tqdm", "rich", "none")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -124,31 +123,6 @@ class FigureConfig:
 
 
 @dataclass
-class CheckpointConfig:
-    save_last: bool = True
-    save_top_k: int = 1
-    every_n_train_steps: int | None = None
-
-
-@dataclass
-class EMAConfig:
-    enabled: bool = True
-    decay: float = 0.995
-    update_every_n_steps: int = 10
-    warmup: bool = True
-
-
-@dataclass
-class CallbacksConfig:
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    lr_monitor: bool = True
-    throughput: bool = True
-    image_panels: bool = True
-    progress_bar: str = "tqdm"
-
-
-@dataclass
 class PathsConfig:
     root_dir: str = "."
     log_dir: str = "outputs"
@@ -166,7 +140,7 @@ class TrainConfig:
     data: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     autoencoder: AutoencoderStageConfig = field(default_factory=AutoencoderStageConfig)
     val: ValConfig = field(default_factory=ValConfig)
@@ -174,6 +148,7 @@ class TrainConfig:
     stage: str = "auto"
     seed: int = 42
     ckpt_path: str | None = None
+    resume_strict: bool = True
     optimized_metric: str = "val/psnr"
     experiment: Any = None
     hparams_search: Any = None
@@ -227,7 +202,6 @@ def _check_values(cfg: Any) -> None:
     _check_choice("stage", cfg.stage, STAGES)
     _check_choice("optim", cfg.optim.name, OPTIMIZERS)
     _check_choice("scheduler", cfg.scheduler.name, LR_SCHEDULERS)
-    _check_choice("callbacks.progress_bar", cfg.callbacks.progress_bar, PROGRESS_BARS)
     _check_choice("val.sampler", cfg.val.sampler, SAMPLERS)
     _check_range("optim.lr", cfg.optim.lr, 0, None, closed=False)
     _check_range("autoencoder.lr", cfg.autoencoder.lr, 0, None, closed=False)
@@ -236,7 +210,14 @@ def _check_values(cfg: Any) -> None:
     _check_range("task.channels", cfg.task.channels, 1, None)
     _check_range("task.scale", cfg.task.scale, 1, None)
     _check_range("autoencoder.swap_prob", cfg.autoencoder.swap_prob, 0, 1)
-    _check_range("callbacks.ema.decay", cfg.callbacks.ema.decay, 0, 1)
+    ema = cfg.callbacks.get("ema")
+    if ema is not None and ema.get("decay") is not None:
+        _check_range("callbacks.ema.decay", ema.decay, 0, 1)
+    checkpoint = cfg.callbacks.get("model_checkpoint")
+    if checkpoint is not None and checkpoint.get("every_n_train_steps") is not None:
+        _check_range(
+            "callbacks.model_checkpoint.every_n_train_steps", checkpoint.every_n_train_steps, 1, None
+        )
     _check_range("val.num_images", cfg.val.num_images, 0, None)
     _check_range("autoencoder.max_steps", cfg.autoencoder.max_steps, 1, None)
     for key in ("val.sample_steps", "figure.sample_steps"):
@@ -293,6 +274,14 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         raise _schema_error(err) from None
     _check_values(merged)
     check_target_keys(cfg.get("data"), "data")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or node is False:
+            continue  # switched off
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(
+                f"callbacks.{name} must be a node with a _target_ (a Callback class), or null to switch it off"
+            )
+        check_target_keys(node, f"callbacks.{name}")
     return cfg
 
 

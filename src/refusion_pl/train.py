@@ -6,6 +6,7 @@ the thin Hydra entry point that turns known errors into one readable line and a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -24,11 +25,21 @@ from omegaconf import DictConfig, OmegaConf
 from refusion_pl.config import ConfigError, validate_config
 from refusion_pl.data import DataError
 from refusion_pl.figures import save_restoration_figure
-from refusion_pl.files import atomic_write_json, atomic_write_text
+from refusion_pl.files import OutputError, atomic_write_json, atomic_write_text
 from refusion_pl.lit import AutoencoderModule, DiffusionModule
-from refusion_pl.lit.callbacks import ThroughputLogger, build_callbacks
+from refusion_pl.lit.callbacks import NonFiniteGuard, ThroughputLogger, build_callbacks, has_progress_bar
+from refusion_pl.lit.checkpointing import LAST_NAME, AtomicCheckpointIO, RunCheckpoint
 
 log = logging.getLogger("refusion_pl.train")
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early: a stop signal (the state is in last.ckpt) or a run that kept diverging."""
+
+    def __init__(self, message: str, exit_code: int, status: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.status = status  # "interrupted" (resumable) or "failed"
 
 
 # ---- planning ------------------------------------------------------------------------------------------------
@@ -39,13 +50,19 @@ def plan_stages(cfg: DictConfig) -> list[str]:
     return ["autoencoder", "diffusion"] if cfg.model.name == "latent" else ["diffusion"]
 
 
+def own_last_checkpoint(output_dir: Path, stage: str) -> Path | None:
+    """This run directory's ``last.ckpt`` of ``stage``, if an earlier start of the same run wrote one."""
+    own = output_dir / stage / "checkpoints" / LAST_NAME
+    return own if own.is_file() else None
+
+
 def find_last_checkpoint(output_dir: Path, stage: str) -> Path | None:
     """The newest ``last.ckpt`` of ``stage``: in this run directory, else in the newest sibling run."""
-    own = output_dir / stage / "checkpoints" / "last.ckpt"
-    if own.is_file():
+    own = own_last_checkpoint(output_dir, stage)
+    if own is not None:
         return own
     candidates = sorted(
-        output_dir.parent.glob(f"*/{stage}/checkpoints/last.ckpt"),
+        output_dir.parent.glob(f"*/{stage}/checkpoints/{LAST_NAME}"),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -53,14 +70,21 @@ def find_last_checkpoint(output_dir: Path, stage: str) -> Path | None:
 
 
 def resolve_resume(cfg: DictConfig, output_dir: Path, stage: str) -> str | None:
+    """The checkpoint to resume ``stage`` from.
+
+    ``ckpt_path=null`` resumes this run directory's own ``last.ckpt`` when there is one (a requeued or restarted
+    job runs the same command in the same directory), else starts fresh; ``last`` also looks in sibling runs;
+    a path is used as given. Another run's checkpoint is refused when its task, model or network differ
+    (``RestorationModule.on_load_checkpoint``).
+    """
     if cfg.ckpt_path is None:
-        return None
-    if cfg.ckpt_path != "last":
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
+        found = own_last_checkpoint(output_dir, stage)
+    elif cfg.ckpt_path == "last":
+        found = find_last_checkpoint(output_dir, stage)
+    else:
+        found = Path(cfg.ckpt_path)
+        if not found.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
-        return str(path)
-    found = find_last_checkpoint(output_dir, stage)
     if found is not None:
         log.info("Resuming %s stage from %s", stage, found)
     return str(found) if found else None
@@ -133,20 +157,49 @@ def finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def trainer_plugins() -> list[Any]:
+    """Atomic checkpoint writes; under SLURM, Lightning's own requeue handler is replaced by RunCheckpoint's
+    stop signals (which save at a step boundary, then requeue)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
 def build_trainer(
     cfg: DictConfig, stage: str, stage_dir: Path, max_steps: int, run_config: dict
 ) -> pl.Trainer:
-    callbacks = build_callbacks(cfg, stage, stage_dir / "checkpoints", monitor=cfg.optimized_metric)
+    loggers = build_loggers(cfg, stage_dir, stage, run_config)
+    callbacks = build_callbacks(cfg, stage, stage_dir / "checkpoints", has_logger=bool(loggers))
     val_every = min(int(cfg.trainer.val_check_interval), max_steps)
     return hydra.utils.instantiate(
         cfg.trainer,
         max_steps=max_steps,
         val_check_interval=val_every,
         callbacks=callbacks,
-        logger=build_loggers(cfg, stage_dir, stage, run_config) or False,
+        logger=loggers or False,
         default_root_dir=str(stage_dir),
-        enable_progress_bar=cfg.callbacks.progress_bar != "none",
+        enable_progress_bar=has_progress_bar(callbacks),
+        plugins=trainer_plugins(),
     )
+
+
+def check_stopped_early(trainer: pl.Trainer, stage: str) -> None:
+    """Turn an early end of ``fit`` into an error that says why and how to go on."""
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunCheckpoint) and callback.stopped_by:
+            raise TrainingStopped(
+                f"{stage} stage stopped by {callback.stopped_by} at step {trainer.global_step}; the state is in "
+                f"{callback.last_path}. Run the same command again to resume",
+                exit_code=143,  # 128 + SIGTERM, what a shell reports for a terminated job
+                status="interrupted",
+            )
+        if isinstance(callback, NonFiniteGuard) and callback.failure:
+            raise TrainingStopped(f"{stage} stage: {callback.failure}", exit_code=3, status="failed")
 
 
 def build_datamodule(cfg: DictConfig, stage: str) -> pl.LightningDataModule:
@@ -212,9 +265,8 @@ def run_stage(
     module.run_config = run_config
     trainer = build_trainer(cfg, stage, stage_dir, max_steps, run_config)
     resume = resolve_resume(cfg, output_dir, stage)  # a finished stage's fit returns at once
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    check_stopped_early(trainer, stage)
     metrics = _scalars(trainer.callback_metrics)
     if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -248,16 +300,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return _train(cfg, output_dir, summary)
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        status = err.status if isinstance(err, TrainingStopped) else status
         error = f"{type(err).__name__}: {err}".strip()
         summary.update(status=status, error=error, traceback=traceback.format_exc())
-        _write_summary(output_dir, summary)
+        with contextlib.suppress(OutputError):  # an unwritable run directory is the error being reported
+            _write_summary(output_dir, summary)
         finish_wandb(exit_code=1)
         raise
 
 
 def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[str, float]:
     validate_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {output_dir}: {err.strerror or err}") from err
     if rank_zero_only.rank == 0:
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -284,10 +341,10 @@ def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[s
     return metrics
 
 
-def user_error(err: BaseException) -> ConfigError | DataError | None:
-    """The configuration or data error behind ``err`` (Hydra wraps errors raised while instantiating)."""
+def user_error(err: BaseException) -> ConfigError | DataError | OutputError | None:
+    """The configuration, data or output error behind ``err`` (Hydra wraps errors raised while instantiating)."""
     while err is not None:
-        if isinstance(err, (ConfigError, DataError)):
+        if isinstance(err, (ConfigError, DataError, OutputError)):
             return err
         err = err.__cause__
     return None
@@ -297,6 +354,16 @@ def user_error(err: BaseException) -> ConfigError | DataError | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
+    except TrainingStopped as stopped:
+        log.error("%s", stopped)
+        print(f"stopped: {stopped}", file=sys.stderr)
+        if (
+            HydraConfig.initialized()
+            and HydraConfig.get().mode == RunMode.MULTIRUN
+            and stopped.exit_code == 3
+        ):
+            raise  # a diverged job fails alone; the sweep goes on
+        sys.exit(stopped.exit_code)
     except Exception as raised:
         err = user_error(raised)
         if err is None:

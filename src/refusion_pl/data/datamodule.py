@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from refusion_pl.data.datasets import (
@@ -381,9 +382,30 @@ class PairedDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled crops; a resumed run continues the interrupted epoch where it stopped.
+
+        The loader draws its worker seeds from its own generator, not the global one, so building it does not
+        shift the random numbers training draws (a resumed run restores those from the checkpoint).
+        """
         ds = self.dataset("train")
         sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True)  # type: ignore[arg-type]
-        return self._loader(ds, self.batch_size, sampler=sampler, drop_last=True)
+        epoch, batches = self._resume_position()
+        if batches:
+            sampler.resume_at(epoch, batches * self.batch_size)
+            log.info("resuming epoch %d after its first %d batches", epoch, batches)
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(ds, self.batch_size, sampler=sampler, drop_last=True, generator=generator)
+
+    def _resume_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained) of a resumed fit; (0, 0) for a fresh one.
+
+        Read from the trainer's restored loop progress. Under several processes each rank's share comes from
+        a distributed wrapper, so the interrupted epoch restarts from its beginning (Lightning warns).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size > 1:
+            return 0, 0
+        return trainer.current_epoch, int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self._eval_batch.get("val", 1), shuffle=False)

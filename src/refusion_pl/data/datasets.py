@@ -521,23 +521,37 @@ class EpochSampler(Sampler[int]):
     """Shuffles ``range(n)`` per epoch and yields ``epoch * n + i`` so the dataset knows the epoch.
 
     Lightning calls :meth:`set_epoch`; without it (or under a distributed wrapper) the epoch advances on
-    every pass.
+    every pass. :meth:`resume_at` drops the samples an interrupted run already trained on, so a resumed run
+    continues the same order where it stopped (the length stays ``n``, as the trainer's step counters expect).
     """
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples already consumed in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        """Skip the first ``consumed`` samples of ``epoch`` (once: later epochs are whole)."""
+        self._resume = (int(epoch), int(consumed)) if consumed > 0 else None
+
     def __len__(self) -> int:
         return self.n
+
+    def order(self, epoch: int) -> list[int]:
+        """The dataset indices of ``epoch``, in sampling order."""
+        order = torch.arange(self.n)
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=sample_generator(self.seed, epoch, 0x5EED))
+        return (epoch * self.n + order).tolist()
 
     def __iter__(self):  # type: ignore[override]
         epoch = self.epoch
         self.epoch += 1
-        order = torch.arange(self.n)
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=sample_generator(self.seed, epoch, 0x5EED))
-        return iter((epoch * self.n + order).tolist())
+        indices = self.order(epoch)
+        if self._resume is not None and self._resume[0] == epoch:
+            indices = indices[self._resume[1] :]
+            self._resume = None
+        return iter(indices)

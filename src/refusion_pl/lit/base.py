@@ -1,17 +1,25 @@
-"""What both training stages share: optimiser set-up, batch preparation, metric and image-panel logging."""
+"""What both training stages share: optimiser set-up, batch preparation, metrics, image panels, and what a
+checkpoint needs beyond the weights to resume bit-exactly (RNG states) and safely (the run's settings)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refusion_pl.config import ConfigError
 from refusion_pl.lit.metrics import RestorationMetrics, lpips_status
 from refusion_pl.lit.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_KEY = "refusion_pl"
+RNG_KEY = "rng_states"
+# Settings a resumed run must share with its checkpoint (the SDE is checked by the diffusion stage).
+RESUME_KEYS = ("task", "model", "net")
 DEFAULT_OPTIM = {"name": "adamw", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
 DEFAULT_SCHEDULER = {"name": "constant"}
 
@@ -29,6 +37,53 @@ def panel(*images: torch.Tensor) -> torch.Tensor:
     return torch.cat([match_size(img[None], height)[0] for img in images], dim=-1).clamp(0, 1)
 
 
+def _leaves(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: list(node) if isinstance(node, tuple) else node}
+
+
+def run_config_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``key=wanted (checkpoint: stored)`` for every task/model/network setting on which two run configs differ."""
+    differences = []
+    for group in RESUME_KEYS:
+        old, new = _leaves(stored.get(group), group), _leaves(wanted.get(group), group)
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                differences.append(f"{key}={new.get(key)!r} (checkpoint: {old.get(key)!r})")
+    return differences
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """Every global random state, as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
+        "numpy_gauss": [int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy = states["numpy"]
+    has_gauss, cached = states["numpy_gauss"]
+    np.random.set_state(
+        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], has_gauss, cached)
+    )
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class RestorationModule(pl.LightningModule):
     """Base class: plain-dict hyper-parameters only (checkpoints load with ``weights_only=True``)."""
 
@@ -36,7 +91,9 @@ class RestorationModule(pl.LightningModule):
         super().__init__()
         self.val_metrics = RestorationMetrics(crop=crop_border)
         self.run_config: dict[str, Any] | None = None
-        self._panels: list[torch.Tensor] = []
+        self.validation_panels: list[torch.Tensor] = []
+        self.panel_key = "val/panels"
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -55,31 +112,46 @@ class RestorationModule(pl.LightningModule):
         if self.trainer.is_global_zero and not enabled:
             print(message)
 
+    def on_train_start(self) -> None:
+        """Put back the random states of the checkpoint, after the data loaders were built, so a resumed run
+        draws the same timesteps and noise as an uninterrupted one."""
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
-        self._panels = []
+        self.validation_panels = []
 
     def log_metrics(self, prefix: str, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.log(f"{prefix}/{name}", value, prog_bar=name == "psnr", sync_dist=True)
 
     def add_panel(self, *images: torch.Tensor) -> None:
-        if len(self._panels) < 4:
-            self._panels.append(panel(*(img.detach().float().cpu() for img in images)))
+        if len(self.validation_panels) < 4:
+            self.validation_panels.append(panel(*(img.detach().float().cpu() for img in images)))
 
     def log_panels(self, key: str) -> None:
-        """Send LQ | restored | GT panels to every logger that takes images (W&B, TensorBoard)."""
-        if not self._panels or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        for logger in self.trainer.loggers:
-            if hasattr(logger, "log_image"):  # WandbLogger
-                logger.log_image(key=key, images=list(self._panels), step=self.global_step)
-            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
-                for index, image in enumerate(self._panels):
-                    logger.experiment.add_image(f"{key}/{index}", image, self.global_step)
+        """Name this validation's LQ | restored | GT panels; the ``ImagePanels`` callback sends them to loggers."""
+        self.panel_key = key
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the composed run config (plain containers) next to the weights."""
+        """Store the composed run config (plain containers) and the random states next to the weights."""
         checkpoint[CHECKPOINT_KEY] = {"kind": self.kind, "config": self.run_config}
+        checkpoint[RNG_KEY] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming: refuse a checkpoint of another task, model or network (unless ``resume_strict=false``)."""
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
+        stored = (checkpoint.get(CHECKPOINT_KEY) or {}).get("config")
+        wanted = self.run_config
+        if not stored or not wanted or not wanted.get("resume_strict", True):
+            return
+        differences = run_config_differences(stored, wanted)
+        if differences:
+            raise ConfigError(
+                f"cannot resume from a checkpoint of another run: {', '.join(differences)}; "
+                "pass matching settings, another ckpt_path, or resume_strict=false to resume anyway"
+            )
 
     kind = "base"

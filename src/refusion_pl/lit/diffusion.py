@@ -108,6 +108,7 @@ class DiffusionModule(RestorationModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume training with SDE settings that differ from the ones the weights learned."""
+        super().on_load_checkpoint(checkpoint)  # task/model/network check, random states
         stored = checkpoint.get("hyper_parameters", {}).get("sde") or {}
         differences = trained_sde_differences(stored, dict(self.hparams.sde or {}))
         if differences:

@@ -7,6 +7,7 @@ MATLAB's ``rgb2ycbcr`` that restoration papers use, so numbers are comparable wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,8 +78,27 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor, crop: int = 0) -> di
     return out
 
 
+LPIPS_CHILD = "lpips."
+
+
+def _drop_lpips_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook: the LPIPS backbone is a fixed metric network, never part of a checkpoint."""
+    for key in [k for k in state_dict if k.startswith(prefix + LPIPS_CHILD)]:
+        del state_dict[key]
+
+
+def _ignore_lpips_keys(module: nn.Module, incompatible: Any) -> None:
+    """Load post-hook: neither a missing LPIPS backbone nor one stored by an older checkpoint is an error, so
+    checkpoints load with ``strict=True`` whether LPIPS was available where they were made or not."""
+    for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
+        keys[:] = [k for k in keys if not (k.startswith(LPIPS_CHILD) or f".{LPIPS_CHILD}" in k)]
+
+
 class RestorationMetrics(nn.Module):
-    """Means over images of PSNR/SSIM (RGB and Y, after ``crop``) and optional LPIPS; synced across devices."""
+    """Means over images of PSNR/SSIM (RGB and Y, after ``crop``) and optional LPIPS; synced across devices.
+
+    The LPIPS network stays out of ``state_dict()`` and is ignored when loading one.
+    """
 
     NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
 
@@ -91,6 +111,8 @@ class RestorationMetrics(nn.Module):
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
             self.lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+        self.register_state_dict_post_hook(_drop_lpips_weights)
+        self.register_load_state_dict_post_hook(_ignore_lpips_keys)
 
     @property
     def count(self) -> int:
