@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from refusion_pl.checkpoints import UnsafeCheckpointError
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
+from refusion_pl.files import OutputError
 from refusion_pl.sampling import SAMPLERS
 from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
@@ -383,7 +384,7 @@ def run_folder(
 def main(cfg: DictConfig) -> None:
     try:
         summary = restore(cfg)
-    except (RestoreError, DataError) as err:
+    except (RestoreError, DataError, OutputError) as err:  # OutputError: disk full, names the path
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     for line in summary.lines():
