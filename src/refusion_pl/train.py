@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from refusion_pl.config import ConfigError, validate_config
@@ -188,8 +189,6 @@ def build_trainer(
 
 def check_stopped_early(trainer: pl.Trainer, stage: str) -> None:
     """Turn an early end of ``fit`` into an error that says why and how to go on."""
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")
     for callback in trainer.callbacks:
         if isinstance(callback, RunCheckpoint) and callback.stopped_by:
             raise TrainingStopped(
@@ -200,6 +199,8 @@ def check_stopped_early(trainer: pl.Trainer, stage: str) -> None:
             )
         if isinstance(callback, NonFiniteGuard) and callback.failure:
             raise TrainingStopped(f"{stage} stage: {callback.failure}", exit_code=3, status="failed")
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"{stage} stage interrupted; resume with ckpt_path=last")
 
 
 def build_datamodule(cfg: DictConfig, stage: str) -> pl.LightningDataModule:
@@ -265,7 +266,8 @@ def run_stage(
     module.run_config = run_config
     trainer = build_trainer(cfg, stage, stage_dir, max_steps, run_config)
     resume = resolve_resume(cfg, output_dir, stage)  # a finished stage's fit returns at once
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    with contextlib.suppress(SIGTERMException):  # RunCheckpoint saved last.ckpt; check_stopped_early says so
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     check_stopped_early(trainer, stage)
     metrics = _scalars(trainer.callback_metrics)
     if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step

@@ -372,29 +372,27 @@ class PairedDataModule(L.LightningDataModule):
     # -------------------------------------------------------------------------------------- loaders
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        """A loader that draws its worker seeds from its own generator, never from the global one: building
+        or iterating it (training or validation) does not shift the random numbers training draws."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled crops; a resumed run continues the interrupted epoch where it stopped.
-
-        The loader draws its worker seeds from its own generator, not the global one, so building it does not
-        shift the random numbers training draws (a resumed run restores those from the checkpoint).
-        """
+        """Shuffled crops; a resumed run continues the interrupted epoch where it stopped."""
         ds = self.dataset("train")
         sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True)  # type: ignore[arg-type]
         epoch, batches = self._resume_position()
         if batches:
             sampler.resume_at(epoch, batches * self.batch_size)
             log.info("resuming epoch %d after its first %d batches", epoch, batches)
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(ds, self.batch_size, sampler=sampler, drop_last=True, generator=generator)
+        return self._loader(ds, self.batch_size, sampler=sampler, drop_last=True)
 
     def _resume_position(self) -> tuple[int, int]:
         """(epoch, batches of it already trained) of a resumed fit; (0, 0) for a fresh one.

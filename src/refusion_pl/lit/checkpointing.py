@@ -26,6 +26,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from refusion_pl.config import ConfigError
 from refusion_pl.files import OutputError, atomic_write, remove_stale_temporaries
@@ -218,16 +219,20 @@ class RunCheckpoint(ModelCheckpoint):
         self._previous_handlers = {}
 
     def _stop(self, trainer: pl.Trainer) -> None:
-        """Save the state of the step that just finished, end training, and requeue under SLURM if asked."""
+        """Save the state of the step that just finished, requeue under SLURM if asked, and end training now.
+
+        Lightning's own ``SIGTERMException`` ends ``fit`` at once: ``should_stop`` would first run a validation,
+        which a preemption warning may not leave time for.
+        """
         self.stopped_by = self._received.name if self._received is not None else "a signal on another rank"
         self.save_last_now(trainer)
-        trainer.should_stop = True
         rank_zero_info(
             f"{self.stopped_by}: stopped at step {trainer.global_step}, state saved to {self.last_path}"
         )
         job = slurm_job_id()
         if self.requeue and job is not None and trainer.is_global_zero:
             self._requeue(job)
+        raise SIGTERMException
 
     @staticmethod
     def _requeue(job: str) -> None:
