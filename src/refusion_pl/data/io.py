@@ -83,7 +83,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image too large (decompression bomb guard): {path}: {exc}") from None
+        raise DataError(
+            f"image too large: {path} is above the limit of {max_pixels} pixels ({exc}) (decompression bomb "
+            "guard; raise it with max_pixels= or REFUSION_MAX_IMAGE_PIXELS)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: not a readable image ({exc})") from None
     w, h = im.size
@@ -220,6 +223,10 @@ def _metadata(im: Image.Image) -> tuple[int, bytes | None, bytes | None]:
         return 1, im.info.get("icc_profile"), None
     orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
     exif_bytes = None
+    if im.format == "TIFF":
+        # A TIFF's "EXIF" is its own first IFD: size, bit depth and sample format of *this* file. Written into
+        # another file it overrides that file's structure (a float TIFF gave an unreadable 8-bit one).
+        return orientation, im.info.get("icc_profile") or None, None
     if len(exif):
         if orientation != 1:
             exif[_EXIF_ORIENTATION] = 1
