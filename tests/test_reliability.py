@@ -324,3 +324,46 @@ def test_untrusted_resume_checkpoint_is_refused(tmp_path):
     with pytest.raises(Exception, match=r"Weights only load failed|weights_only"):
         train(compose_run(tmp_path / "run", f"ckpt_path={evil}", "trainer.max_steps=2"))
     assert not marker.exists()
+
+
+class StandInLPIPS(torch.nn.Module):
+    """LPIPS with a small random backbone: the plumbing runs without downloading AlexNet."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.net = torch.nn.Conv2d(3, 4, 3)
+        self.update_count = 0
+
+    def update(self, pred, target) -> None:
+        self.update_count += 1
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(0.5)
+
+    def reset(self) -> None:
+        self.update_count = 0
+
+
+def test_lpips_weights_never_enter_a_checkpoint_and_either_side_loads(monkeypatch):
+    import torchmetrics.image.lpip
+
+    from refusion_pl.lit import metrics
+    from refusion_pl.lit.diffusion import DiffusionModule
+
+    settings = {
+        "model": "pixel",
+        "nafnet": {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]},
+    }
+    without = DiffusionModule(**settings)
+    monkeypatch.setattr(metrics, "lpips_status", lambda: (True, "stand-in"))
+    monkeypatch.setattr(torchmetrics.image.lpip, "LearnedPerceptualImagePatchSimilarity", StandInLPIPS)
+    with_lpips = DiffusionModule(**settings)
+    assert isinstance(with_lpips.val_metrics.lpips, StandInLPIPS)
+    made_with = with_lpips.state_dict()
+    assert not [k for k in made_with if "lpips" in k]
+    without.load_state_dict(made_with, strict=True)  # made where LPIPS was on, loaded where it is off
+    with_lpips.load_state_dict(without.state_dict(), strict=True)  # and the reverse
+    older = {**made_with, "val_metrics.lpips.net.weight": torch.zeros(4, 3, 3, 3)}  # written before the fix
+    without.load_state_dict(older, strict=True)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other unknown keys are still errors
+        without.load_state_dict({**made_with, "net.extra.weight": torch.zeros(1)}, strict=True)

@@ -1,6 +1,8 @@
-"""EMA warm-up and throughput logging."""
+"""EMA warm-up, and the callbacks built from the `_target_` nodes of conf/callbacks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,3 +23,72 @@ def test_ema_callback_uses_the_warmup_only_when_asked():
     assert EMA(decay=0.99, warmup=True)._kwargs["avg_fn"].__name__ == "update"
     fixed = EMA(decay=0.99, warmup=False)._kwargs["avg_fn"]
     assert fixed(torch.zeros(1), torch.ones(1), torch.tensor(0)).item() == pytest.approx(0.01)
+
+
+# ---- callbacks from config ------------------------------------------------------------------------------------------
+def _built(compose_config, *overrides, stage="diffusion"):
+    from refusion_pl.lit.callbacks import build_callbacks
+
+    cfg = compose_config(*overrides)
+    return build_callbacks(cfg, stage, Path("/tmp/unused"))
+
+
+def test_default_callbacks_are_built_in_order_from_target_nodes(compose_config):
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+
+    from refusion_pl.lit.callbacks import ImagePanels, MetricCollapseWarning, NonFiniteGuard, ThroughputLogger
+    from refusion_pl.lit.checkpointing import RunCheckpoint
+
+    built = _built(compose_config)
+    kinds = [type(c) for c in built]
+    assert kinds == [
+        RunCheckpoint, EMA, NonFiniteGuard, MetricCollapseWarning, LearningRateMonitor, ThroughputLogger,
+        ImagePanels, TQDMProgressBar,
+    ]  # fmt: skip
+    checkpoint, ema = built[0], built[1]
+    assert (
+        checkpoint.dirpath == "/tmp/unused" and checkpoint.monitor == "val/psnr" and checkpoint.mode == "max"
+    )
+    assert checkpoint.every_n_train_steps == 1000
+    assert ema._kwargs["avg_fn"].__name__ == "update"  # the warm-up survives the move to _target_ nodes
+    assert EMA not in [type(c) for c in _built(compose_config, stage="autoencoder")]  # stage 1 has no EMA
+
+
+def test_callbacks_can_be_added_switched_off_and_replaced(compose_config):
+    from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
+
+    built = _built(
+        compose_config,
+        "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+        "+callbacks.early_stop.monitor=val/psnr",
+        "+callbacks.early_stop.mode=max",
+        "callbacks.ema=null",
+        "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
+        "callbacks.model_checkpoint.every_n_train_steps=7",
+        "optimized_metric=val/lpips",
+    )
+    kinds = [type(c) for c in built]
+    assert EarlyStopping in kinds and RichProgressBar in kinds and EMA not in kinds
+    assert built[0].every_n_train_steps == 7 and built[0].mode == "min"  # LPIPS: lower is better
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("callbacks.ema.decay=1.5", r"callbacks\.ema\.decay"),
+        (
+            "callbacks.model_checkpoint.every_n_train_steps=0",
+            r"callbacks\.model_checkpoint\.every_n_train_steps",
+        ),
+        (
+            "+callbacks.model_checkpoint.every_n_train_stps=5",
+            r"callbacks\.model_checkpoint\.every_n_train_stps",
+        ),
+        ("callbacks.lr_monitor=5", r"callbacks\.lr_monitor must be a node with a _target_"),
+    ],
+)
+def test_bad_callback_settings_name_the_key(compose_config, override, key):
+    from refusion_pl.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=key):
+        validate_config(compose_config(override))
