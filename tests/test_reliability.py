@@ -367,3 +367,29 @@ def test_lpips_weights_never_enter_a_checkpoint_and_either_side_loads(monkeypatc
     without.load_state_dict(older, strict=True)
     with pytest.raises(RuntimeError, match="Unexpected key"):  # other unknown keys are still errors
         without.load_state_dict({**made_with, "net.extra.weight": torch.zeros(1)}, strict=True)
+
+
+class LastStepSeen(pl.Callback):
+    """The step held by last.ckpt at the start of every batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(safe_torch_load(self.path)["global_step"] if self.path.is_file() else None)
+
+
+@pytest.mark.parametrize("trigger", ["every_n_train_steps", "every_n_minutes"])
+def test_last_checkpoint_frequency_by_steps_or_time(tmp_path, trigger):
+    data = torch.utils.data.DataLoader(torch.zeros(6, 1), batch_size=1)
+    settings = {"every_n_train_steps": 2} if trigger == "every_n_train_steps" else {"every_n_minutes": 1e-9}
+    checkpoint = RunCheckpoint(dirpath=str(tmp_path), monitor=None, save_top_k=0, **settings)
+    seen = LastStepSeen(checkpoint.last_path)
+    trainer = pl.Trainer(
+        max_steps=6, limit_val_batches=0, callbacks=[checkpoint, seen], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, plugins=[AtomicCheckpointIO()],
+    )  # fmt: skip
+    trainer.fit(ScriptedPSNR([]), data)
+    expected = [None, None, 2, 2, 4, 4] if trigger == "every_n_train_steps" else [None, 1, 2, 3, 4, 5]
+    assert seen.seen == expected
+    assert safe_torch_load(checkpoint.last_path)["global_step"] == 6

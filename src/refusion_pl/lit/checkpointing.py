@@ -34,7 +34,7 @@ from refusion_pl.files import OutputError, atomic_write, remove_stale_temporarie
 log = logging.getLogger(__name__)
 
 LAST_NAME = "last.ckpt"
-DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -201,7 +201,11 @@ class RunCheckpoint(ModelCheckpoint):
 
     # ---- stop signals ----------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Note the signal; the step in progress finishes first. A second one acts as it did before (a second
+        Ctrl+C interrupts at once)."""
         self._received = signal.Signals(signum)
+        previous = self._previous_handlers.get(self._received)
+        signal.signal(self._received, previous if previous is not None else signal.SIG_DFL)
 
     def _install_signal_handlers(self) -> None:
         for number in self.stop_signals:
