@@ -7,6 +7,7 @@ Built by ``hydra.utils.instantiate(cfg.data)``; every argument is a plain value.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from refusion_pl.data.bokeh import (
+    BUNDLED_DEPTH,
+    META_NAME,
+    BokehRenderer,
+    bokeh_matched,
+    bokeh_orphan_message,
+)
 from refusion_pl.data.datasets import (
     EpochSampler,
     EvalDataset,
@@ -33,6 +41,7 @@ from refusion_pl.data.datasets import (
 )
 from refusion_pl.data.degradations import Degradation, build_degradation
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image, verify_image
+from refusion_pl.data.stereo import bundled_stereo_pairs, check_stereo_sizes, stereo_matched
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,13 @@ LAYOUTS: dict[str, Layout] = {
     "gopro": Layout(("train", "test", "test"), "blur", "sharp"),
     "paired": Layout(("train", "val", "val"), None, None),
     "clean": Layout(("train", "val", "val"), None, ""),
+    # Stereo SR (Flickr1024 / NTIRE 2023): <id>_L / <id>_R views in HR/ and LR_x<scale>/.
+    "stereo": Layout(("train", "val", "val"), "LR_x{scale}", "HR"),
+    # Bokeh transformation (NTIRE 2023): src/, tgt/, alpha/ (not used) and meta.txt with the lens settings.
+    "bokeh": Layout(("train", "val", "val"), "src", "tgt"),
 }
+#: Layouts whose samples stack two views on channels.
+STEREO_LAYOUTS = ("stereo",)
 
 
 class PairedDataModule(L.LightningDataModule):
@@ -123,7 +138,14 @@ class PairedDataModule(L.LightningDataModule):
             val_size,
             max_val_images,
         )
-        self.degradation: Degradation | None = build_degradation(deg_cfg) if deg_cfg else None
+        # Bokeh data renders its synthetic pairs (source and target) instead of degrading a GT.
+        self.renderer: BokehRenderer | None = None
+        self.degradation: Degradation | None = None
+        if deg_cfg and layout == "bokeh":
+            self.renderer = BokehRenderer(**deg_cfg)
+        elif deg_cfg:
+            self.degradation = build_degradation(deg_cfg)
+        self.views = 2 if layout in STEREO_LAYOUTS else 1
         self._validate_args()
         self.cache_images = self.bundled if cache_images is None else cache_images
         self._datasets: dict[str, Dataset] = {}
@@ -171,7 +193,7 @@ class PairedDataModule(L.LightningDataModule):
             raise DataError(
                 f"data.val_holdout={self.val_holdout} must be > 0 (a fraction or a count of images)"
             )
-        if self.synthetic and self.degradation is None:
+        if self.synthetic and self.degradation is None and self.renderer is None:
             what = "the bundled photos (data.root=null)" if self.bundled else "layout 'clean'"
             raise DataError(f"{what} need a synthetic degradation: set task.degradation / data.degradation")
         if self.degradation is not None and self.degradation.scale != self.scale:
@@ -200,8 +222,9 @@ class PairedDataModule(L.LightningDataModule):
         if key in self._found:
             return self._found[key]
         spec = LAYOUTS[self.layout]
-        lq_name = (self.lq_dir or spec.lq or "").format(split=folder.name)
-        gt_name = (self.gt_dir if self.gt_dir is not None else spec.gt or "").format(split=folder.name)
+        names = {"split": folder.name, "scale": self.scale}
+        lq_name = (self.lq_dir or spec.lq or "").format(**names)
+        gt_name = (self.gt_dir if self.gt_dir is not None else spec.gt or "").format(**names)
         if self.layout == "clean":
             found: Matched | list[Pair] = clean_images(folder / gt_name)
         elif self.layout == "rain100":
@@ -210,6 +233,10 @@ class PairedDataModule(L.LightningDataModule):
             found = pair_gopro(folder, lq_name, gt_name, self.stem_pattern)
         else:
             found = pair_folders(folder / lq_name, folder / gt_name, self.stem_pattern)
+        if self.layout == "stereo":
+            found = stereo_matched(found)  # type: ignore[arg-type]
+        elif self.layout == "bokeh":
+            found = bokeh_matched(found, folder / META_NAME)  # type: ignore[arg-type]
         self._found[key] = found
         return found
 
@@ -220,9 +247,10 @@ class PairedDataModule(L.LightningDataModule):
                 raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
             return found
         if found.lq_only or found.gt_only:
+            message = bokeh_orphan_message(found) if self.layout == "bokeh" else orphan_message(found)
             if not self.skip_bad:
-                raise DataError(orphan_message(found))
-            log.warning("skip_bad: ignoring unpaired files: %s", orphan_message(found))
+                raise DataError(message)
+            log.warning("skip_bad: ignoring unpaired files: %s", message)
         if not found.pairs:
             raise DataError(f"no LQ/GT pairs found: LQ folder {found.lq_dir}, GT folder {found.gt_dir}")
         return found.pairs
@@ -230,12 +258,29 @@ class PairedDataModule(L.LightningDataModule):
     def pairs(self, split: str) -> list[Pair]:
         """The (unchecked) pairs of ``train``, ``val`` or ``test``; whole images only."""
         if self.bundled:
-            return bundled_pairs(split)
+            return self._bundled_pairs(split)
         dirs = self._split_dirs()
         if dirs["val"] is not None:
             return self._pairs_in(dirs[split])  # type: ignore[arg-type]
         train, held = holdout(self._pairs_in(dirs["train"]), self.val_holdout)  # type: ignore[arg-type]
         return train if split == "train" else held
+
+    def _bundled_pairs(self, split: str) -> list[Pair]:
+        """The bundled stereo photograph for stereo data; the bundled photos (with depth maps) otherwise."""
+        if self.layout in STEREO_LAYOUTS:
+            return bundled_stereo_pairs(split)
+        pairs = bundled_pairs(split)
+        if self.layout == "bokeh":
+            folder = Path(pairs[0].gt).parent  # type: ignore[arg-type]
+            pairs = [
+                Pair(
+                    p.name,
+                    p.gt,
+                    depth=str(folder / BUNDLED_DEPTH[p.name]) if p.name in BUNDLED_DEPTH else None,
+                )
+                for p in pairs
+            ]
+        return pairs
 
     # -------------------------------------------------------------------------------------- checks
 
@@ -257,6 +302,8 @@ class PairedDataModule(L.LightningDataModule):
         return [p for p, _ in good], [s for _, s in good]  # type: ignore[misc]
 
     def _check_pair(self, pair: Pair) -> tuple[tuple[int, int] | None, str | None]:
+        if self.views == 2:
+            return check_stereo_sizes(pair, self._size, self.scale)
         try:
             gt = self._size(pair.gt) if pair.gt else None
             lq = self._size(pair.lq) if pair.lq else None
@@ -326,6 +373,7 @@ class PairedDataModule(L.LightningDataModule):
         pairs, sizes = self._checked("test" if split == "predict" else split)
         common = {"channels": self.channels, "scale": self.scale, "degradation": self.degradation}
         common |= {"upsample_lq": self.upsample_lq, "skip_bad": self.skip_bad, "cache": self.cache_images}
+        common |= {"views": self.views, "renderer": self.renderer}
         if split == "train":
             pairs = self._fit_crop(pairs, sizes)
             length = self.train_samples_per_epoch or (
@@ -392,6 +440,8 @@ class PairedDataModule(L.LightningDataModule):
         if batches:
             sampler.resume_at(epoch, batches * self.batch_size)
             log.info("resuming epoch %d after its first %d batches", epoch, batches)
+            # Lightning cannot see that this sampler continues the epoch, and says the loader is not resumable.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         return self._loader(ds, self.batch_size, sampler=sampler, drop_last=True)
 
     def _resume_position(self) -> tuple[int, int]:
