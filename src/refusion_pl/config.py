@@ -25,6 +25,10 @@ SAMPLERS = ("sde", "ode", "posterior")
 OPTIMIZERS = ("lion", "adamw")
 LR_SCHEDULERS = ("cosine", "multistep", "constant")
 MODELS = ("latent", "pixel")
+# ConditionalNAFNet variants each model can train (null: the model's plain network), and the data layout each
+# variant needs: stereo networks take two views, bokeh networks lens scalars.
+NETWORK_VARIANTS = {"pixel": ("pixel", "stereo"), "latent": ("latent", "bokeh")}
+VARIANT_LAYOUTS = {"stereo": "stereo", "bokeh": "bokeh"}
 STAGES = ("auto", "autoencoder", "diffusion")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -64,6 +68,7 @@ class NAFNetConfig:
     enc_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 4])
     middle_blk_num: int = 1
     dec_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    variant: str | None = None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
 
 
 @dataclass
@@ -232,11 +237,40 @@ def _check_values(cfg: Any) -> None:
             f"net.nafnet.enc_blk_nums ({len(net.enc_blk_nums)} levels) and net.nafnet.dec_blk_nums "
             f"({len(net.dec_blk_nums)} levels) must have the same length"
         )
+    _check_variant(cfg)
     if cfg.model.name == "latent" and cfg.stage == "diffusion" and not cfg.autoencoder.ckpt:
         raise ConfigError(
             "stage=diffusion with model=latent needs a trained autoencoder: set autoencoder.ckpt=PATH "
             "(or run stage=auto to train both stages)"
         )
+
+
+def _check_variant(cfg: Any) -> None:
+    """The network variant must fit the model, and stereo / bokeh networks need their data layouts."""
+    variant = cfg.net.nafnet.variant or cfg.model.name
+    allowed = NETWORK_VARIANTS[cfg.model.name]
+    if variant not in allowed:
+        hint = (
+            f" (task={cfg.task.name} picks its own model: drop the model override)"
+            if variant in VARIANT_LAYOUTS
+            else ""
+        )
+        raise ConfigError(
+            f"net.nafnet.variant={variant!r} does not fit model={cfg.model.name}, which takes: "
+            f"{', '.join(allowed)}{hint}"
+        )
+    layout = (cfg.data or {}).get("layout")
+    needed = VARIANT_LAYOUTS.get(variant)
+    if layout is None:
+        return
+    if needed is not None and layout != needed:
+        raise ConfigError(
+            f"task={cfg.task.name} (net.nafnet.variant={variant}) needs data={needed}; "
+            f"data.layout={layout!r} does not hold {needed} samples"
+        )
+    if needed is None and layout in VARIANT_LAYOUTS.values():
+        task = {"stereo": "stereo_sr", "bokeh": "bokeh"}[layout]
+        raise ConfigError(f"data.layout={layout!r} holds {layout} samples, which only task={task} trains")
 
 
 def _import_target(target: str) -> Any:

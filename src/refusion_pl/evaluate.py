@@ -29,7 +29,7 @@ from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import DataError, write_image
 from refusion_pl.files import atomic_write_json, atomic_write_text
 from refusion_pl.lit.base import match_size
-from refusion_pl.lit.metrics import image_metrics, lpips_status
+from refusion_pl.lit.metrics import lpips_status, split_views, view_metrics
 from refusion_pl.restore import (
     RestoreError,
     Restorer,
@@ -41,7 +41,9 @@ from refusion_pl.restore import (
 log = logging.getLogger("refusion_pl.evaluate")
 
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
-COLUMNS = ("name", "method", *METRICS, "seconds")
+# Stereo samples: each view's scores next to their mean (the mean is `psnr`, `ssim`, ...).
+VIEW_METRICS = ("psnr_left", "ssim_left", "psnr_right", "ssim_right")
+COLUMNS = ("name", "method", *METRICS, *VIEW_METRICS, "seconds")
 SUMMARY_NAME, CSV_NAME, TABLE_NAME = "summary.json", "per_image.csv", "results.md"
 
 
@@ -76,15 +78,21 @@ def build_datamodule(cfg: DictConfig) -> Any:
         raise
 
 
-def test_pairs(datamodule: Any, max_images: int | None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``(name, lq, gt)`` per test image (``[C, H, W]``; LQ at its own size)."""
+Sample = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+def test_pairs(datamodule: Any, max_images: int | None) -> Iterator[Sample]:
+    """``(name, lq, gt, cond_scalars)`` per test image (``[C, H, W]``; LQ at its own size; stereo samples hold
+    both views on channels; ``cond_scalars`` are a bokeh sample's lens scalars, else None)."""
     datamodule.setup("test")
     count = 0
     for batch in datamodule.test_dataloader():
+        scalars = batch.get("cond_scalars")
         for index in range(batch["gt"].shape[0]):
             if max_images is not None and count >= max_images:
                 return
-            yield str(batch["name"][index]), batch["lq"][index], batch["gt"][index]
+            extra = None if scalars is None else scalars[index]
+            yield str(batch["name"][index]), batch["lq"][index], batch["gt"][index], extra
             count += 1
 
 
@@ -92,8 +100,8 @@ def test_pairs(datamodule: Any, max_images: int | None) -> Iterator[tuple[str, t
 class Scorer:
     """Per-image metrics after the border crop; LPIPS only when its weights are available locally."""
 
-    def __init__(self, crop: int, use_lpips: bool, device: torch.device) -> None:
-        self.crop = crop
+    def __init__(self, crop: int, use_lpips: bool, device: torch.device, views: int = 1) -> None:
+        self.crop, self.views = crop, views
         self.lpips = None
         enabled, self.lpips_message = lpips_status()
         if use_lpips and enabled:
@@ -104,7 +112,8 @@ class Scorer:
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         pred, target = pred[None].float().clamp(0, 1), target[None].float()
-        values = {k: float(v[0]) for k, v in image_metrics(pred, target, self.crop).items()}
+        values = {k: float(v[0]) for k, v in view_metrics(pred, target, self.crop, self.views).items()}
+        pred, target = torch.cat(split_views(pred, self.views)), torch.cat(split_views(target, self.views))
         if self.lpips is not None and pred.shape[1] == 3:
             self.lpips.reset()
             values["lpips"] = float(self.lpips(pred.to(self.lpips.device), target.to(self.lpips.device)))
@@ -114,7 +123,7 @@ class Scorer:
 def mean_rows(rows: list[dict[str, Any]], method: str) -> dict[str, float]:
     chosen = [row for row in rows if row["method"] == method]
     out: dict[str, float] = {}
-    for key in (*METRICS, "seconds"):
+    for key in (*METRICS, *VIEW_METRICS, "seconds"):
         values = [row[key] for row in chosen if row.get(key) is not None]
         if values:
             out[key] = sum(values) / len(values)
@@ -127,15 +136,21 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def markdown_table(entries: list[dict[str, Any]]) -> str:
-    """Rows of ``{"method", "sampler", "steps", metrics...}`` as a Markdown table."""
+    """Rows of ``{"method", "sampler", "steps", metrics...}`` as a Markdown table (stereo: per-view PSNR too;
+    PSNR and SSIM are then the mean of both views)."""
+    stereo = any("psnr_left" in e for e in entries)
     head = "| method | sampler | steps | PSNR | SSIM | PSNR-Y | SSIM-Y | LPIPS | s/image |"
-    lines = [head, "|" + "---|" * 9]
+    head += " PSNR left | PSNR right |" if stereo else ""
+    lines = [head, "|" + "---|" * (11 if stereo else 9)]
     for e in entries:
-        lines.append(
+        line = (
             f"| {e['method']} | {e.get('sampler') or '-'} | {e.get('steps') or '-'} | {_fmt(e.get('psnr'), 2)} | "
             f"{_fmt(e.get('ssim'), 4)} | {_fmt(e.get('psnr_y'), 2)} | {_fmt(e.get('ssim_y'), 4)} | "
             f"{_fmt(e.get('lpips'), 4)} | {_fmt(e.get('seconds'), 2)} |"
         )
+        if stereo:
+            line += f" {_fmt(e.get('psnr_left'), 2)} | {_fmt(e.get('psnr_right'), 2)} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +210,7 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
     crop = int(cfg.task.crop_border) if cfg.get("task") is not None else int(module.hparams.crop_border)
     # upscale=False: the LQ is brought to the GT size below, once
     restorer = Restorer.from_config(cfg, module, device, progress=False, upscale=False)
-    scorer = Scorer(crop, bool(cfg.lpips), device)
+    scorer = Scorer(crop, bool(cfg.lpips), device, views=restorer.views)
     out_dir = Path(cfg.paths.output_dir)
     rows = score_all(restorer, scorer, test_pairs(datamodule, cfg.max_images), out_dir, bool(cfg.save_images))
     if not rows:
@@ -227,21 +242,24 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
 def score_all(
     restorer: Restorer,
     scorer: Scorer,
-    pairs: Iterator[tuple[str, torch.Tensor, torch.Tensor]],
+    pairs: Iterator[Sample],
     out_dir: Path,
     save_images: bool,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for name, lq, gt in pairs:
+    for name, lq, gt, scalars in pairs:
         lq = match_size(lq[None], gt.shape[-2:])[0]
         start = time.perf_counter()
-        restored = restorer(lq)
+        restored = restorer(lq, scalars)
         seconds = time.perf_counter() - start
         rows.append({"name": name, "method": "identity", **scorer(lq, gt)})
         rows.append({"name": name, "method": "refusion", **scorer(restored, gt), "seconds": seconds})
         log.info("%s: PSNR %.2f dB (LQ %.2f dB), %.1f s", name, rows[-1]["psnr"], rows[-2]["psnr"], seconds)
         if save_images:
-            write_image(out_dir / "images" / f"{Path(name).stem}.png", restored)
+            views = restored.chunk(restorer.views)
+            suffixes = ("_L", "_R") if restorer.views == 2 else ("",)
+            for view, suffix in zip(views, suffixes):
+                write_image(out_dir / "images" / f"{Path(name).stem}{suffix}.png", view)
     return rows
 
 

@@ -10,11 +10,12 @@ from matplotlib.figure import Figure
 
 from refusion_pl.files import atomic_write
 from refusion_pl.lit.base import match_size
-from refusion_pl.lit.metrics import psnr_per_image
+from refusion_pl.lit.metrics import side_by_side, view_metrics
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(psnr_per_image(a[None], b[None])[0])
+def _psnr(a: torch.Tensor, b: torch.Tensor, views: int = 1) -> float:
+    """PSNR of one image; for stereo samples the mean over both views."""
+    return float(view_metrics(a[None], b[None], views=views)["psnr"][0])
 
 
 def _to_numpy(image: torch.Tensor) -> Any:
@@ -24,7 +25,11 @@ def _to_numpy(image: torch.Tensor) -> Any:
 
 @torch.no_grad()
 def save_restoration_figure(module: Any, datamodule: Any, path: Path, cfg: Any) -> Path:
-    """Restore up to ``cfg.num_images`` held-out test images and save a before | after | target grid (PNG)."""
+    """Restore up to ``cfg.num_images`` held-out test images and save a before | after | target grid (PNG).
+
+    Stereo samples show their views side by side; bokeh samples are restored with their lens scalars.
+    """
+    views = int(getattr(module, "views", 1))
     datamodule.setup("test")
     module.eval()
     rows = []
@@ -32,7 +37,13 @@ def save_restoration_figure(module: Any, datamodule: Any, path: Path, cfg: Any) 
         gt = batch["gt"].to(module.device)
         lq = match_size(batch["lq"].to(module.device), gt.shape[-2:])
         generator = torch.Generator(device=module.device).manual_seed(len(rows))
-        restored = module.restore(lq, steps=cfg.sample_steps, generator=generator)
+        scalars = batch.get("cond_scalars")
+        restored = module.restore(
+            lq,
+            steps=cfg.sample_steps,
+            generator=generator,
+            cond_scalars=None if scalars is None else scalars.to(module.device),
+        )
         for index in range(gt.shape[0]):
             rows.append((batch["name"][index], lq[index], restored[index], gt[index]))
         if len(rows) >= cfg.num_images:
@@ -42,11 +53,12 @@ def save_restoration_figure(module: Any, datamodule: Any, path: Path, cfg: Any) 
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for row, (name, lq, restored, gt) in zip(axes, rows):
         titles = (
-            f"degraded {name}\nPSNR {_psnr(lq, gt):.2f} dB",
-            f"restored\nPSNR {_psnr(restored, gt):.2f} dB",
+            f"degraded {name}\nPSNR {_psnr(lq, gt, views):.2f} dB",
+            f"restored\nPSNR {_psnr(restored, gt, views):.2f} dB",
             "target",
         )
         for ax, image, title in zip(row, (lq, restored, gt), titles):
+            image = side_by_side(image, views)
             ax.imshow(_to_numpy(image), cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=1)
             ax.set_title(title, fontsize=9)
             ax.axis("off")

@@ -122,11 +122,6 @@ def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, 
             f"{path} is not a usable refusion_pl diffusion checkpoint: its weights do not match its stored "
             f"settings ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
         ) from None
-    if module.net.variant in ("stereo", "bokeh"):
-        raise RestoreError(
-            f"{path} holds a {module.net.variant} network: restore and evaluate handle single images; "
-            "sample it with refusion_pl.pretrained.restore_with_scalars"
-        )
     channels = int(module.hparams.channels)
     if channels not in SUPPORTED_CHANNELS:
         raise RestoreError(f"{path} restores {channels}-channel inputs; restore handles 1 or 3 channels")
@@ -187,13 +182,50 @@ class Restorer:
         )
         return tile, store
 
+    @property
+    def views(self) -> int:
+        """2 for stereo networks (both views stacked on channels), else 1."""
+        return 2 if self.module.net.variant == "stereo" else 1
+
+    @property
+    def needs_scalars(self) -> bool:
+        """Bokeh networks restore with three per-image scalars (source lens, target lens, disparity)."""
+        return self.module.net.variant == "bokeh"
+
+    def plan_rows(self, height: int, width: int) -> int | None:
+        """Stereo: bands of whole rows (never cut across a row) holding about as many pixels as a planned tile."""
+        tile = self.tile
+        if tile == "auto":
+            budget = self.max_memory or default_budget(self.device)
+            net, channels = self.module.net, int(self.module.hparams.channels)
+            tile = plan_tile(None, net, height, self.views * width, budget, self.views * channels)
+        if tile is None:
+            return None
+        align = int(getattr(self.module.net, "pad_multiple", 1))
+        rows = max(align, int(tile) * int(tile) // (self.views * width) // align * align)
+        return None if rows >= height else rows
+
     @torch.no_grad()
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, cond_scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore one ``[C, H, W]`` image (stereo: ``[2C, H, W]``, left then right view) with its scalars."""
+        if self.needs_scalars and cond_scalars is None:
+            raise RestoreError(
+                "a bokeh checkpoint needs the lens settings: src_lens, tgt_lens, disparity or meta"
+            )
+        expected = self.views * int(self.module.hparams.channels)
+        if image.shape[0] != expected:
+            raise DataError(
+                f"the checkpoint restores {expected}-channel samples, got {image.shape[0]} channels"
+            )
         lq = image[None].to(self.device)
         scale = task_scale(self.module) if self.upscale else 1
         if scale > 1:
             lq = torch.nn.functional.interpolate(lq, scale_factor=scale, mode="bicubic").clamp_(0, 1)
-        self.last_tile, store_skips = self.plan(lq.shape[-2], lq.shape[-1])
+        if self.views > 1:
+            self.last_tile, store_skips = self.plan_rows(lq.shape[-2], lq.shape[-1]), False
+        else:
+            self.last_tile, store_skips = self.plan(lq.shape[-2], lq.shape[-1])
+        scalars = None if cond_scalars is None else cond_scalars.reshape(1, -1).to(self.device, torch.float32)
         generator = torch.Generator(device=self.device).manual_seed(int(self.seed))
         with autocast(self.device, self.precision):
             out = restore_tiled(
@@ -207,6 +239,8 @@ class Restorer:
                 progress=self.progress,
                 tile=self.last_tile,
                 store_skips=store_skips,
+                cond_scalars=scalars,
+                whole_rows=self.views > 1,
             )
         return out[0].float().cpu()
 
@@ -219,17 +253,121 @@ def check_channels(info: ImageInfo, channels: int) -> None:
         )
 
 
-def restore_file(restorer: Restorer, source: Path, target: Path) -> float:
+def restore_file(
+    restorer: Restorer, source: Path, target: Path, cond_scalars: torch.Tensor | None = None
+) -> float:
     """Read, restore and atomically write one image (same bit depth, ICC profile and EXIF); seconds taken."""
+    return restore_views(restorer, [source], [target], cond_scalars)
+
+
+def restore_views(
+    restorer: Restorer, sources: list[Path], targets: list[Path], cond_scalars: torch.Tensor | None = None
+) -> float:
+    """``restore_file`` for a sample of several files: a stereo pair's left and right views, stacked on
+    channels for the network and written back as two images."""
     channels = int(restorer.module.hparams.channels)
-    image, info = read_image(source, channels=channels)
-    check_channels(info, channels)
+    images, infos = [], []
+    for source in sources:
+        image, info = read_image(source, channels=channels)
+        check_channels(info, channels)
+        images.append(image)
+        infos.append(info)
+    if any(image.shape != images[0].shape for image in images):
+        sizes = ", ".join(f"{s.name} {tuple(i.shape[-2:])}" for s, i in zip(sources, images))
+        raise DataError(f"the views of a stereo pair differ in size: {sizes}")
     start = time.perf_counter()
-    out = restorer(image)
-    if info.source_channels == 1 and out.shape[0] == 3:
-        out = out.mean(dim=0, keepdim=True)  # a grey photo stays grey
-    write_image(target, out, bit_depth=info.bit_depth, icc_profile=info.icc_profile, exif=info.exif)
+    out = restorer(torch.cat(images), cond_scalars)
+    for view, target, info in zip(out.chunk(len(sources)), targets, infos):
+        if info.source_channels == 1 and view.shape[0] == 3:
+            view = view.mean(dim=0, keepdim=True)  # a grey photo stays grey
+        write_image(target, view, bit_depth=info.bit_depth, icc_profile=info.icc_profile, exif=info.exif)
     return time.perf_counter() - start
+
+
+# ---- stereo pairs and lens settings -----------------------------------------------------------------------------
+def stereo_samples(files: list[Path]) -> tuple[list[list[Path]], dict[Path, str]]:
+    """Left/right views grouped by name (``<id>_L`` with ``<id>_R``): ``([left, right] lists, failures)``.
+
+    A file that is not a view, or a view without its partner, is a failure naming it (the others go on).
+    """
+    from refusion_pl.data.stereo import split_view
+
+    groups: dict[tuple[Path, str], dict[str, Path]] = {}
+    failures: dict[Path, str] = {}
+    for file in files:
+        parsed = split_view(file.stem)
+        if parsed is None:
+            failures[file] = "not a stereo view: stereo checkpoints restore <id>_L / <id>_R pairs"
+            continue
+        groups.setdefault((file.parent, parsed[0]), {})[parsed[1]] = file
+    samples = []
+    for views in groups.values():
+        if set(views) == {"L", "R"}:
+            samples.append([views["L"], views["R"]])
+            continue
+        present = next(iter(views.values()))
+        failures[present] = (
+            f"no {'right' if 'L' in views else 'left'} view beside it (stereo pairs need both)"
+        )
+    return sorted(samples), failures
+
+
+def shard_groups(files: list[Path]) -> list[list[Path]]:
+    """Files that must stay in one worker together: the views of a stereo pair (others alone)."""
+    from refusion_pl.data.stereo import split_view
+
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for file in files:
+        parsed = split_view(file.stem)
+        groups.setdefault((file.parent, parsed[0] if parsed else file.name), []).append(file)
+    return list(groups.values())
+
+
+@dataclass
+class LensSettings:
+    """The bokeh scalars of each input: a meta file's line for it, else the folder-wide settings."""
+
+    folder: torch.Tensor | None = None
+    meta: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    meta_path: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> LensSettings | None:
+        """None when no lens setting was given; a half-given folder setting is an error naming the keys."""
+        from refusion_pl.data.bokeh import lens_value, read_meta
+
+        keys = ("src_lens", "tgt_lens", "disparity")
+        given = {key: cfg.get(key) for key in keys if cfg.get(key) is not None}
+        meta_path = cfg.get("meta")
+        if not given and meta_path is None:
+            return None
+        settings = cls(meta_path=None if meta_path is None else str(meta_path))
+        if given:
+            missing = [key for key in keys if key not in given]
+            if missing:
+                raise RestoreError(
+                    f"bokeh lens settings need all of {', '.join(keys)}; missing: {', '.join(missing)}"
+                )
+            try:
+                values = [lens_value(given[k], k) for k in keys[:2]] + [float(given["disparity"])]
+            except (DataError, ValueError) as err:
+                raise RestoreError(str(err)) from None
+            settings.folder = torch.tensor(values, dtype=torch.float32)
+        if meta_path is not None:
+            try:
+                settings.meta = read_meta(Path(meta_path))
+            except DataError as err:
+                raise RestoreError(str(err)) from None
+        return settings
+
+    def scalars_for(self, source: Path) -> torch.Tensor:
+        if source.stem in self.meta:
+            return torch.tensor(self.meta[source.stem], dtype=torch.float32)
+        if self.folder is not None:
+            return self.folder
+        raise DataError(
+            f"{source}: no line for id {source.stem!r} in {self.meta_path} and no src_lens/tgt_lens/disparity"
+        )
 
 
 # ---- folders ----------------------------------------------------------------------------------------------------
@@ -317,8 +455,10 @@ def restore(cfg: DictConfig) -> Summary:
 def restore_on_devices(cfg: DictConfig, devices: list[str], files: list[Path], root: Path) -> Summary:
     """One worker process per device (spawned, so CUDA starts cleanly in each), then one merged summary."""
     plain = OmegaConf.to_container(cfg, resolve=True)
+    groups = shard_groups(files)  # a stereo pair's views stay in one worker
     shards = [
-        (device, [str(f) for f in files[index :: len(devices)]]) for index, device in enumerate(devices)
+        (device, [str(f) for group in groups[index :: len(devices)] for f in group])
+        for index, device in enumerate(devices)
     ]
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -348,31 +488,54 @@ def restore_files(cfg: DictConfig, device_name: str, files: list[Path], root: Pa
     device = pick_device(device_name)
     autocast(device, str(cfg.precision))  # validate before the (slow) model load
     parse_tile(cfg.tile), parse_memory(cfg.max_memory)  # validate before the (slow) model load
+    lenses = LensSettings.from_config(cfg)  # checked before the (slow) model load
     module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
     restorer = Restorer.from_config(cfg, module, device, progress=bool(cfg.progress))
-    return run_folder(restorer, files, root, Path(cfg.output), cfg.get("format"), bool(cfg.overwrite))
+    if restorer.needs_scalars and lenses is None:
+        raise RestoreError(
+            f"{cfg.ckpt} holds a bokeh network: pass the lens settings, src_lens=NAME tgt_lens=NAME disparity=X "
+            "(e.g. src_lens=Sony50mmf16.0AS tgt_lens=Sony50mmf1.8BS disparity=20) or meta=PATH (lines: id, "
+            "src_lens, tgt_lens, disparity)"
+        )
+    if lenses is not None and not restorer.needs_scalars:
+        raise RestoreError("src_lens, tgt_lens, disparity and meta apply to bokeh checkpoints only")
+    return run_folder(restorer, files, root, Path(cfg.output), cfg.get("format"), bool(cfg.overwrite), lenses)
 
 
 def run_folder(
-    restorer: Restorer, files: list[Path], root: Path, out_dir: Path, fmt: str | None, overwrite: bool
+    restorer: Restorer,
+    files: list[Path],
+    root: Path,
+    out_dir: Path,
+    fmt: str | None,
+    overwrite: bool,
+    lenses: LensSettings | None = None,
 ) -> Summary:
+    """Restore every input (stereo checkpoints: every left/right pair) into ``out_dir``; failures are kept."""
     summary = Summary()
     start = time.perf_counter()
-    bar = tqdm(files, desc="images", unit="img", disable=not restorer.progress or len(files) < 2)
-    for source in bar:
-        target = output_for(source, root, out_dir, fmt)
-        name = str(source.relative_to(root))
-        if target.exists() and not overwrite:
+    samples: list[list[Path]] = [[file] for file in files]
+    if restorer.views > 1:
+        samples, failures = stereo_samples(files)
+        for file, reason in failures.items():
+            summary.failed[str(file.relative_to(root))] = reason
+            tqdm.write(f"skipping {file}: {reason}", file=sys.stderr)
+    bar = tqdm(samples, desc="images", unit="img", disable=not restorer.progress or len(samples) < 2)
+    for sources in bar:
+        targets = [output_for(source, root, out_dir, fmt) for source in sources]
+        name = " + ".join(str(source.relative_to(root)) for source in sources)
+        if all(target.exists() for target in targets) and not overwrite:
             summary.skipped.append(name)
             continue
         try:
-            seconds = restore_file(restorer, source, target)
+            scalars = lenses.scalars_for(sources[0]) if lenses is not None else None
+            seconds = restore_views(restorer, sources, targets, scalars)
         except DataError as err:
             summary.failed[name] = str(err)
-            tqdm.write(f"skipping {source}: {err}", file=sys.stderr)
+            tqdm.write(f"skipping {name}: {err}", file=sys.stderr)
             continue
         summary.written.append(name)
-        log.info("%s -> %s (%.1f s, tile=%s)", source, target, seconds, restorer.last_tile or "none")
+        log.info("%s -> %s (%.1f s, tile=%s)", name, targets[0].parent, seconds, restorer.last_tile or "none")
     summary.seconds = time.perf_counter() - start
     summary.peak_rss_gib = peak_rss_gib()
     if restorer.device.type == "cuda":

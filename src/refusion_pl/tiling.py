@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from refusion_pl.models.layers import pad_to_multiple
 from refusion_pl.models.unet_ae import ResidualLinearAttention, UNetAutoencoder
 from refusion_pl.pipeline import restore as restore_untiled
+from refusion_pl.pipeline import with_scalars
 from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 
@@ -355,10 +356,14 @@ class BlendedTiles(nn.Module):
     state stays global (no seams from independent per-tile trajectories).
     """
 
-    def __init__(self, net: nn.Module, tile: int, overlap: int = 32, align: int | None = None) -> None:
+    def __init__(
+        self, net: nn.Module, tile: int, overlap: int = 32, align: int | None = None, whole_rows: bool = False
+    ) -> None:
         super().__init__()
         self.net = net
         self.tile = tile
+        # Stereo networks attend along whole image rows: their windows are bands of full-width rows.
+        self.whole_rows = whole_rows
         self.overlap = min(overlap, tile // 2)
         self.align = align or getattr(net, "pad_multiple", 1)
         self._weights: dict[tuple, tuple[list, Tensor]] = {}
@@ -368,12 +373,13 @@ class BlendedTiles(nn.Module):
         key = (height, width, device)
         if key not in self._weights:
             rows = window_starts(height, self.tile, self.overlap, self.align)
-            cols = window_starts(width, self.tile, self.overlap, self.align)
+            tile_width = width if self.whole_rows else self.tile
+            cols = window_starts(width, tile_width, self.overlap, self.align)
             windows, total = [], torch.zeros(height, width, device=device)
             for y in rows:
                 wy = ramp(min(self.tile, height), self.overlap, y == 0, y + self.tile >= height)
                 for x in cols:
-                    wx = ramp(min(self.tile, width), self.overlap, x == 0, x + self.tile >= width)
+                    wx = ramp(min(tile_width, width), self.overlap, x == 0, x + tile_width >= width)
                     weight = (wy[:, None] * wx[None, :]).to(device)
                     ys, xs = (y, y + weight.shape[0]), (x, x + weight.shape[1])
                     windows.append((ys, xs, weight))
@@ -514,16 +520,21 @@ def restore_tiled(
     overlap: int = 32,
     store_skips: bool = False,
     latent_tile: int | None = None,
+    cond_scalars: Tensor | None = None,
+    whole_rows: bool = False,
 ) -> Tensor:
     """``pipeline.restore`` with tiles of ``tile`` pixels (None: untiled); same noise draws, same result.
 
     Latent models tile the autoencoder exactly; pixel models blend overlapping windows of the noise net.
-    ``latent_tile`` also blends the latent noise net for latents too large for one pass.
+    ``latent_tile`` also blends the latent noise net for latents too large for one pass. ``cond_scalars``
+    condition bokeh networks (every tile sees its image's scalars); ``whole_rows`` makes pixel windows bands of
+    full-width rows (stereo networks attend along whole rows, so cutting a row would change the result).
     """
     if tile is None and latent_tile is None:
-        return restore_untiled(sde, net, lq, autoencoder, sampler, steps, generator, progress)
+        return restore_untiled(sde, net, lq, autoencoder, sampler, steps, generator, progress, cond_scalars)
+    net = with_scalars(net, cond_scalars)
     if autoencoder is None:
-        model = BlendedTiles(net, tile or latent_tile, overlap)  # type: ignore[arg-type]
+        model = BlendedTiles(net, tile or latent_tile, overlap, whole_rows=whole_rows)  # type: ignore[arg-type]
         return sample(
             sde, model, lq, sampler=sampler, steps=steps, generator=generator, progress=progress
         ).clamp_(0, 1)

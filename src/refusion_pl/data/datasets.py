@@ -13,12 +13,16 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+
+if TYPE_CHECKING:
+    from refusion_pl.data.bokeh import BokehRenderer
 
 from refusion_pl.data.degradations import Degradation
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
@@ -30,11 +34,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Pair:
-    """One sample: ``gt`` always (except LQ-only prediction), ``lq`` only for real paired data."""
+    """One sample: ``gt`` always (except LQ-only prediction), ``lq`` only for real paired data.
+
+    Stereo samples name the left views (the right ones are found by name). ``region`` keeps only a band of
+    rows (fractions of the height: a held-out part of one photo), ``scalars`` are a bokeh pair's lens numbers
+    and ``depth`` the depth map that synthetic bokeh is rendered with (None: a smooth synthetic one).
+    """
 
     name: str
     gt: str | None
     lq: str | None = None
+    region: tuple[float, float] | None = None
+    scalars: tuple[float, float, float] | None = None
+    depth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +369,18 @@ def dihedral(tensors: list[Tensor], g: torch.Generator) -> list[Tensor]:
     return [(t.flip(-1) if flip else t).contiguous() for t in out]
 
 
+def vertical_flip(tensors: list[Tensor], g: torch.Generator) -> list[Tensor]:
+    """Stereo augmentation: the same random up-down flip for every tensor. Horizontal flips and rotations
+    would swap the roles of the views (or break their shared rows), so there are none."""
+    flip = bool(torch.rand((), generator=g) < 0.5)
+    return [(t.flip(-2) if flip else t).contiguous() for t in tensors]
+
+
+def _views_on_batch(image: Tensor, views: int) -> Tensor:
+    """``[V*C, H, W]`` -> ``[V, C, H, W]``: each view degraded as an image of its own."""
+    return image.reshape(views, -1, *image.shape[-2:])
+
+
 def upsample(lq: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic upsampling of an LQ image to the GT size (the SDE mean for super-resolution)."""
     from kornia.geometry.transform import resize
@@ -368,16 +392,29 @@ def upsample(lq: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class _Loader:
-    """Reads a pair (optionally caching decoded images, for the small bundled set)."""
+    """Reads a pair (optionally caching decoded images, for the small bundled set).
 
-    def __init__(self, channels: int, scale: int, cache: bool) -> None:
-        self.channels, self.scale, self.cache = channels, scale, cache
+    With ``views=2`` every path names a left view and the right view is stacked after it on channels.
+    """
+
+    def __init__(self, channels: int, scale: int, cache: bool, views: int = 1) -> None:
+        self.channels, self.scale, self.cache, self.views = channels, scale, cache, views
         self._cache: dict[str, Tensor] = {}
 
     def read(self, path: str) -> Tensor:
         if path in self._cache:
             return self._cache[path]
         img = read_image(path, self.channels)[0]
+        if self.views == 2:
+            from refusion_pl.data.stereo import right_view
+
+            right = read_image(right_view(path), self.channels)[0]
+            if right.shape != img.shape:
+                raise DataError(
+                    f"stereo views differ in size: {path} is {tuple(img.shape[-2:])}, "
+                    f"{right_view(path)} is {tuple(right.shape[-2:])}"
+                )
+            img = torch.cat([img, right])
         if self.cache:
             self._cache[path] = img
         return img
@@ -387,6 +424,8 @@ class _Loader:
         lq = self.read(pair.lq) if pair.lq else None
         if gt is None:
             raise DataError(f"{pair.name}: no GT image")
+        if pair.region is not None:
+            gt, lq = _rows(gt, pair.region, self.scale), _rows(lq, pair.region, 1) if lq is not None else None
         if lq is not None:
             gt = gt[..., : lq.shape[-2] * self.scale, : lq.shape[-1] * self.scale]
         else:
@@ -394,14 +433,57 @@ class _Loader:
         return lq, gt
 
 
-class _PairDataset(Dataset):
-    """Shared reading with ``skip_bad``: an unreadable pair is logged and replaced by the next readable one."""
+def _rows(image: Tensor, region: tuple[float, float], multiple: int) -> Tensor:
+    """The band of rows ``region`` (fractions of the height), cut at a multiple of ``multiple`` pixels."""
+    height = image.shape[-2] // multiple
+    top, bottom = round(region[0] * height) * multiple, round(region[1] * height) * multiple
+    return image[..., top:bottom, :]
 
-    def __init__(self, pairs: list[Pair], channels: int, scale: int, skip_bad: bool, cache: bool) -> None:
+
+class _PairDataset(Dataset):
+    """Shared reading with ``skip_bad``: an unreadable pair is logged and replaced by the next readable one.
+
+    ``views=2``: stereo samples (both views on channels). ``renderer``: synthetic bokeh, rendered from the GT
+    photo and its depth map. Samples of pairs with lens scalars (and rendered ones) carry ``cond_scalars``.
+    """
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        channels: int,
+        scale: int,
+        skip_bad: bool,
+        cache: bool,
+        views: int = 1,
+        renderer: BokehRenderer | None = None,
+    ) -> None:
         if not pairs:
             raise DataError("no image pairs to build a dataset from")
         self.pairs, self.scale, self.skip_bad = pairs, scale, skip_bad
-        self.loader = _Loader(channels, scale, cache)
+        self.views, self.renderer = views, renderer
+        self.loader = _Loader(channels, scale, cache, views)
+        self._depths: dict[str, Tensor] = {}
+
+    def _with_depth(self, pair: Pair, gt: Tensor) -> Tensor:
+        """GT with its depth map as one more channel, so crops and flips keep them aligned."""
+        from refusion_pl.data.bokeh import load_depth
+
+        if pair.name not in self._depths:
+            self._depths[pair.name] = load_depth(pair.depth, pair.name, gt.shape[-2], gt.shape[-1])
+        return torch.cat([gt, self._depths[pair.name]])
+
+    def _render(
+        self, pair: Pair, photo_and_depth: Tensor, g: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        assert self.renderer is not None
+        whole = self._depths[pair.name]
+        return self.renderer.pair(photo_and_depth[:-1], photo_and_depth[-1:], g, whole_depth=whole)
+
+    @staticmethod
+    def _scalars(pair: Pair) -> dict[str, Tensor]:
+        if pair.scalars is None:
+            return {}
+        return {"cond_scalars": torch.tensor(pair.scalars, dtype=torch.float32)}
 
     def _load(self, index: int) -> tuple[Pair, Tensor | None, Tensor]:
         for attempt in range(len(self.pairs)):
@@ -439,8 +521,10 @@ class TrainDataset(_PairDataset):
         skip_bad: bool = False,
         seed: int = 0,
         cache: bool = False,
+        views: int = 1,
+        renderer: BokehRenderer | None = None,
     ) -> None:
-        super().__init__(pairs, channels, scale, skip_bad, cache)
+        super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed = upsample_lq, seed
@@ -452,18 +536,23 @@ class TrainDataset(_PairDataset):
         epoch, i = divmod(int(index), self.length)
         g = sample_generator(self.seed, epoch, i)
         pair, lq, gt = self._load(int(index) % len(self.pairs))  # cycles through every image over epochs
+        extra = self._scalars(pair)
+        if lq is None and self.renderer is not None:
+            _, photo = aligned_crop(None, self._with_depth(pair, gt), self.crop_size, 1, g, self.pad_small)
+            lq, gt, extra["cond_scalars"] = self._render(pair, photo, g)
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
             if self.degradation is None:
                 raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
-            lq = self.degradation(gt[None], g)[0]
+            lq = self.degradation(_views_on_batch(gt, self.views), g)
+            lq = torch.cat(list(lq)) if self.views == 2 else lq[0]
         if self.augment:
-            lq, gt = dihedral([lq, gt], g)
+            lq, gt = (vertical_flip if self.views == 2 else dihedral)([lq, gt], g)
         if self.upsample_lq and self.scale > 1:
             lq = upsample(lq, gt.shape[-2:])
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
-        return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name}
+        return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
 
 
 class EvalDataset(_PairDataset):
@@ -482,8 +571,10 @@ class EvalDataset(_PairDataset):
         skip_bad: bool = False,
         seed: int = 0,
         cache: bool = False,
+        views: int = 1,
+        renderer: BokehRenderer | None = None,
     ) -> None:
-        super().__init__(pairs, channels, scale, skip_bad, cache)
+        super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
         self.degradation, self.crop, self.upsample_lq = degradation, crop, upsample_lq
         self.lq_only, self.seed = lq_only, seed
         self._samples: dict[int, dict[str, Tensor | str]] = {}
@@ -503,18 +594,24 @@ class EvalDataset(_PairDataset):
     def _make(self, index: int) -> dict[str, Tensor | str]:
         if self.lq_only and self.pairs[index].gt is None:
             pair = self.pairs[index]
-            return {"lq": self.loader.read(pair.lq), "name": pair.name}  # type: ignore[arg-type]
+            return {"lq": self.loader.read(pair.lq), "name": pair.name, **self._scalars(pair)}  # type: ignore[arg-type]
         pair, lq, gt = self._load(index)
+        extra = self._scalars(pair)
+        g = sample_generator(self.seed, name_seed(pair.name))
+        if lq is None and self.renderer is not None:
+            _, photo = centre_crop(None, self._with_depth(pair, gt), self.crop, 1)
+            lq, gt, extra["cond_scalars"] = self._render(pair, photo, g)
         lq, gt = centre_crop(lq, gt, self.crop, self.scale)
         if lq is None:
             if self.degradation is None:
                 raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
-            lq = self.degradation(gt[None], sample_generator(self.seed, name_seed(pair.name)))[0]
+            lq = self.degradation(_views_on_batch(gt, self.views), g)
+            lq = torch.cat(list(lq)) if self.views == 2 else lq[0]
         if self.upsample_lq and self.scale > 1:
             lq = upsample(lq, gt.shape[-2:])
         if self.lq_only:
-            return {"lq": lq.contiguous(), "name": pair.name}
-        return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name}
+            return {"lq": lq.contiguous(), "name": pair.name, **extra}
+        return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
 
 
 class EpochSampler(Sampler[int]):

@@ -11,7 +11,7 @@ import torch
 from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.config import ConfigError
 from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
-from refusion_pl.lit.metrics import psnr_per_image
+from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metrics
 from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE
@@ -66,9 +66,13 @@ class DiffusionModule(RestorationModule):
         self.save_hyperparameters()
         if model not in ("latent", "pixel"):
             raise ValueError(f"model={model!r} is not supported; choose one of: latent, pixel")
-        # The network variant defaults to the model; the original's stereo (pixel) and bokeh (latent)
-        # networks arrive through converted checkpoints (`refusion_pl.convert`).
-        variant = variant or model
+        # The network variant defaults to the model; stereo (pixel) and bokeh (latent) networks come from
+        # their tasks (`net.nafnet.variant`) or from converted checkpoints (`refusion_pl.convert`).
+        nafnet = dict(nafnet or {})
+        net_variant = nafnet.pop("variant", None)
+        if variant and net_variant and variant != net_variant:
+            raise ValueError(f"variant={variant!r} and nafnet.variant={net_variant!r} disagree")
+        variant = variant or net_variant or model
         if variant not in NETWORK_VARIANTS[model]:
             raise ValueError(
                 f"variant={variant!r} does not fit model={model!r}; choose one of: "
@@ -87,7 +91,11 @@ class DiffusionModule(RestorationModule):
             self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **autoencoder)
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
-        self.net = ConditionalNAFNet(img_channel=net_channels, variant=variant, **(nafnet or {}))
+        self.net = ConditionalNAFNet(img_channel=net_channels, variant=variant, **nafnet)
+        # Stereo samples hold two views on channels: metrics per view and their mean (the challenge's number).
+        self.views = 2 if variant == "stereo" else 1
+        if self.views > 1:
+            self.val_metrics = RestorationMetrics(crop=crop_border, views=self.views)
         if self.prediction == "x0":
             # Start from the identity restoration (x0 = mu) rather than from a random colour shift.
             torch.nn.init.zeros_(self.net.ending.weight)
@@ -158,7 +166,8 @@ class DiffusionModule(RestorationModule):
         t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
-        noise_pred = self.noise_model(xt, mu, t)
+        scalars = batch.get("cond_scalars")  # bokeh: (source lens, target lens, disparity) per image
+        noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
         loss = self.sde.training_loss(noise_pred, xt, x0, mu, t)
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
@@ -171,7 +180,9 @@ class DiffusionModule(RestorationModule):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        cond_scalars: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3)."""
         return restore(
             self.sde,
             self.noise_model,
@@ -181,6 +192,7 @@ class DiffusionModule(RestorationModule):
             steps=steps,
             generator=generator,
             progress=progress,
+            cond_scalars=cond_scalars,
         )
 
     def on_validation_epoch_start(self) -> None:
@@ -195,12 +207,18 @@ class DiffusionModule(RestorationModule):
         generator = torch.Generator(device=lq.device).manual_seed(
             1000 + batch_idx
         )  # same noise every validation
-        restored = self.restore(lq, steps=self.val_cfg["sample_steps"], generator=generator)
+        restored = self.restore(
+            lq,
+            steps=self.val_cfg["sample_steps"],
+            generator=generator,
+            cond_scalars=batch.get("cond_scalars"),
+        )
         self.val_metrics.update(restored, gt)
-        self._val_input_psnr.append(psnr_per_image(lq, gt))
+        self._val_input_psnr.append(view_metrics(lq, gt, views=self.views)["psnr"])
         self._val_seen += lq.shape[0]
         for index in range(lq.shape[0]):
-            self.add_panel(batch["lq"][index], restored[index], gt[index])
+            images = (batch["lq"][index], restored[index], gt[index])
+            self.add_panel(*(side_by_side(image, self.views) for image in images))
 
     def on_validation_epoch_end(self) -> None:
         if self.val_metrics.count == 0:

@@ -78,6 +78,36 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor, crop: int = 0) -> di
     return out
 
 
+#: Names of the two views of a stereo sample (left, then right on channels), for per-view metrics.
+VIEW_NAMES = ("left", "right")
+
+
+def split_views(image: torch.Tensor, views: int) -> list[torch.Tensor]:
+    """``[B, V*C, H, W]`` -> V tensors ``[B, C, H, W]`` (stereo samples stack their views on channels)."""
+    return list(image.chunk(views, dim=1)) if views > 1 else [image]
+
+
+def side_by_side(image: torch.Tensor, views: int) -> torch.Tensor:
+    """``[V*C, H, W]`` -> ``[C, H, V*W]``: a stereo sample shown as its views next to each other."""
+    return torch.cat(image.chunk(views, dim=0), dim=-1) if views > 1 else image
+
+
+def view_metrics(
+    pred: torch.Tensor, target: torch.Tensor, crop: int = 0, views: int = 1
+) -> dict[str, torch.Tensor]:
+    """``image_metrics`` per image; for stereo samples the mean over both views (what the stereo SR challenge
+    reports) plus ``psnr_left``, ``ssim_left``, ``psnr_right``, ``ssim_right``."""
+    if views == 1:
+        return image_metrics(pred, target, crop)
+    per_view = [
+        image_metrics(p, t, crop) for p, t in zip(split_views(pred, views), split_views(target, views))
+    ]
+    out = {name: torch.stack([m[name] for m in per_view]).mean(0) for name in per_view[0]}
+    for view, metrics in zip(VIEW_NAMES, per_view):
+        out[f"psnr_{view}"], out[f"ssim_{view}"] = metrics["psnr"], metrics["ssim"]
+    return out
+
+
 LPIPS_CHILD = "lpips."
 
 
@@ -102,10 +132,13 @@ class RestorationMetrics(nn.Module):
 
     NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
 
-    def __init__(self, crop: int = 0, use_lpips: bool = True) -> None:
+    def __init__(self, crop: int = 0, use_lpips: bool = True, views: int = 1) -> None:
         super().__init__()
-        self.crop = crop
-        self.means = nn.ModuleDict({name: MeanMetric() for name in self.NAMES})
+        self.crop, self.views = crop, views
+        names = self.NAMES + tuple(
+            f"{m}_{v}" for v in VIEW_NAMES[:views] for m in ("psnr", "ssim") if views > 1
+        )
+        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
         self.lpips = None
         if use_lpips and lpips_status()[0]:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
@@ -120,9 +153,10 @@ class RestorationMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        values = image_metrics(pred, target, self.crop)
+        values = view_metrics(pred, target, self.crop, self.views)
         for name, value in values.items():
             self.means[name].update(value)
+        pred, target = torch.cat(split_views(pred, self.views)), torch.cat(split_views(target, self.views))
         if self.lpips is not None and pred.shape[1] == 3:
             self.lpips.update(
                 crop_border(pred.clamp(0, 1), self.crop), crop_border(target.clamp(0, 1), self.crop)
