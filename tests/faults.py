@@ -16,14 +16,17 @@ import torch
 
 class SignalAt(pl.Callback):
     """Sends ``signal`` to this process when the batch that would become optimiser step ``step + 1`` starts,
-    i.e. after step ``step`` finished and any checkpoint written at its end is on disk."""
+    i.e. after step ``step`` finished and any checkpoint written at its end is on disk (in every stage, or only
+    in ``stage``: autoencoder, diffusion)."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
-        self.step, self.signal = int(step), str(signal)
+    def __init__(self, step: int, signal: str = "SIGKILL", stage: str | None = None) -> None:
+        self.step, self.signal, self.stage = int(step), str(signal), stage
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, idx: int
     ) -> None:
+        if self.stage is not None and getattr(pl_module, "kind", None) != self.stage:
+            return
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal))
 

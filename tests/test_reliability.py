@@ -128,6 +128,29 @@ def test_sigkill_then_resume_is_bit_exact(reference, tmp_path, kill_at, saved):
     assert_same_state(last_checkpoint(run), reference)
 
 
+def test_latent_run_killed_in_its_second_stage_resumes_bit_exact(tmp_path):
+    """Both stages in one run directory: the finished autoencoder is kept, the diffusion stage continues."""
+    latent = [
+        "model=latent",
+        "autoencoder.max_steps=4",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+    ]
+    reference_run, run = tmp_path / "reference", tmp_path / "run"
+    train(compose_run(reference_run, *latent))
+    fault = ["+callbacks.fault._target_=tests.faults.SignalAt", "+callbacks.fault.step=3"]
+    killed = run_subprocess(run, *latent, *fault, "+callbacks.fault.stage=diffusion")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert last_checkpoint(run)["global_step"] == 2
+    train(compose_run(run, *latent))
+    assert_same_state(last_checkpoint(run), last_checkpoint(reference_run))
+    ae = "autoencoder/checkpoints/last.ckpt"
+    assert torch.equal(
+        torch.cat([v.flatten().float() for v in safe_torch_load(run / ae)["state_dict"].values()]),
+        torch.cat([v.flatten().float() for v in safe_torch_load(reference_run / ae)["state_dict"].values()]),
+    )
+
+
 def test_sigterm_saves_requeues_under_slurm_and_the_next_start_resumes(reference, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
