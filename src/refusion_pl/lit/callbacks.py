@@ -120,6 +120,8 @@ class NonFiniteGuard(Callback):
     clipping) sees them, so the weights and optimiser state stay at the last good step. The running count is
     logged as ``train/nonfinite_steps``; after ``max_consecutive`` bad steps in a row training stops and
     :attr:`failure` says why (``train`` turns it into an error, after ``last.ckpt`` holds the last good state).
+    With fp16 mixed precision (``16-mixed``) overflowing steps are normal and its GradScaler skips them, so the
+    guard steps aside; fp32 and bf16 runs are guarded.
     """
 
     def __init__(self, max_consecutive: int = 10) -> None:
@@ -133,6 +135,8 @@ class NonFiniteGuard(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return  # fp16 mixed precision: the GradScaler skips overflowing steps and lowers its scale itself
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all()):
             self.consecutive = 0
