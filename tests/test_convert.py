@@ -230,13 +230,51 @@ def test_option_file_restores_directly(tmp_path: Path) -> None:
     assert (tmp_path / "o1" / "a.png").read_bytes() == (tmp_path / "o2" / "a.png").read_bytes()
 
 
-@pytest.mark.parametrize("case", ["stereo", "bokeh"])
-def test_stereo_and_bokeh_are_refused_by_restore_with_the_way_out(case: str, tmp_path: Path) -> None:
-    files = original_files(case, tmp_path)
+def test_converted_stereo_checkpoint_restores_view_pairs_like_the_library(tmp_path: Path) -> None:
+    """restore reads <id>_L / <id>_R, stacks them for the network and writes both super-resolved views."""
+    files = original_files("stereo", tmp_path)
     convert_original(files["options"], tmp_path / "m.ckpt")
-    write_image(tmp_path / "in" / "a.png", photo())
-    with pytest.raises(RestoreError, match=rf"{case} network.*restore_with_scalars"):
+    left, right = photo(seed=2), photo(seed=3)
+    write_image(tmp_path / "in" / "a_L.png", left)
+    write_image(tmp_path / "in" / "a_R.png", right)
+    write_image(tmp_path / "in" / "b_L.png", left)  # no partner: reported, the pair still restores
+    summary = restore(
+        restore_config(
+            tmp_path / "m.ckpt", tmp_path / "in", tmp_path / "out", sampler="ode", sample_steps=None
+        )
+    )
+    assert summary.written == ["a_L.png + a_R.png"] and list(summary.failed) == ["b_L.png"]
+    assert "no right view" in summary.failed["b_L.png"]
+    lq = torch.nn.functional.interpolate(torch.cat([left, right])[None], scale_factor=4, mode="bicubic")
+    expected = library_sample(files, lq.clamp(0, 1))[0]
+    for view, name in zip(expected.chunk(2), ("a_L.png", "a_R.png")):
+        write_image(tmp_path / "expected" / name, view)
+        out, _ = read_image(tmp_path / "out" / name)
+        assert out.shape == (3, 64, 64)
+        assert torch.equal(out, read_image(tmp_path / "expected" / name)[0])
+
+
+def test_converted_bokeh_checkpoint_restores_with_lens_settings(tmp_path: Path) -> None:
+    files = original_files("bokeh", tmp_path)
+    convert_original(files["options"], tmp_path / "m.ckpt")
+    image = photo(seed=4)
+    write_image(tmp_path / "in" / "a.png", image)
+    with pytest.raises(RestoreError, match=r"bokeh network: pass the lens settings.*meta=PATH"):
         restore(restore_config(tmp_path / "m.ckpt", tmp_path / "in", tmp_path / "out"))
+    with pytest.raises(RestoreError, match="missing: disparity"):
+        restore(
+            restore_config(tmp_path / "m.ckpt", tmp_path / "in", tmp_path / "out", src_lens=5.0, tgt_lens=1.0)
+        )
+    # SCALARS in lens settings: 5.0 given as the network's number, Canon f/1.4 -> -14, disparity as written
+    lenses = {"src_lens": 5.0, "tgt_lens": "Canon50mmf1.4BS", "disparity": 7.5}
+    summary = restore(
+        restore_config(
+            tmp_path / "m.ckpt", tmp_path / "in", tmp_path / "out", sampler="ode", sample_steps=None, **lenses
+        )
+    )
+    assert summary.written == ["a.png"]
+    write_image(tmp_path / "expected.png", library_sample(files, image[None])[0])
+    assert torch.equal(read_image(tmp_path / "out" / "a.png")[0], read_image(tmp_path / "expected.png")[0])
 
 
 def test_converted_checkpoint_is_self_contained_and_weights_only(tmp_path: Path) -> None:

@@ -134,18 +134,18 @@ def test_skip_existing_resume_and_overwrite(pixel_ckpt, tmp_path, monkeypatch):
         write_image(source / f"{index}.png", photo(20, 24, seed=index))
 
     calls = {"n": 0}
-    real = restore_mod.restore_file
+    real = restore_mod.restore_views
 
-    def interrupted(restorer, src, dst):
+    def interrupted(restorer, sources, targets, cond_scalars=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # the user stops the run in the middle of the folder
-        return real(restorer, src, dst)
+        return real(restorer, sources, targets, cond_scalars)
 
-    monkeypatch.setattr(restore_mod, "restore_file", interrupted)
+    monkeypatch.setattr(restore_mod, "restore_views", interrupted)
     with pytest.raises(KeyboardInterrupt):
         restore(config(pixel_ckpt, source, out))
-    monkeypatch.setattr(restore_mod, "restore_file", real)
+    monkeypatch.setattr(restore_mod, "restore_views", real)
     assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no partial files left behind
 
     first_mtime = (out / "0.png").stat().st_mtime_ns

@@ -290,10 +290,12 @@ def _task(
     crop_border = int(opts.get("crop_border") or degradation.get("scale", 0) or 0)
     task_file = CONFIG_DIR / "task" / f"{name}.yaml"
     if task_file.is_file():
-        composed = OmegaConf.create({"task": OmegaConf.load(task_file)})
+        loaded = OmegaConf.load(task_file)
+        # stereo_sr and bokeh are global-package presets (they also pick model, data and network variant)
+        composed = OmegaConf.create({"task": loaded.task if "task" in loaded else loaded})
         composed.task.scale = scale
         task = OmegaConf.to_container(composed, resolve=True)["task"]  # type: ignore[index]
-    else:  # stereo SR and bokeh have no task config yet
+    else:  # a task without a config file
         task = {"name": name, "degradation": {}}
     task.update(channels=channels, scale=scale, crop_border=crop_border)
     return task

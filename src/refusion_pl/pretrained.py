@@ -22,7 +22,6 @@ from safetensors.torch import save_file
 from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.files import atomic_write
 from refusion_pl.lit.base import CHECKPOINT_KEY
-from refusion_pl.pipeline import restore as restore_image
 
 PathLike = str | os.PathLike[str]
 OPTION_SUFFIXES = (".yml", ".yaml")
@@ -167,7 +166,7 @@ def read_export_info(path: PathLike) -> dict[str, Any]:
     return json.loads(header["refusion_pl"])
 
 
-# ---- sampling the variants the command line does not restore ---------------------------------------------------
+# ---- sampling every variant from Python -------------------------------------------------------------------------
 @torch.no_grad()
 def restore_with_scalars(
     module: Any,
@@ -180,24 +179,7 @@ def restore_with_scalars(
     """`module.restore` for every network variant: bokeh networks also take per-image scalars (B, 3) =
     (source lens, target lens, disparity) in the network's units; stereo networks take both views stacked
     on channels (`lq` of 6 channels for RGB pairs)."""
-    noise_model = module.noise_model
-    if module.net.variant == "bokeh":
-        if cond_scalars is None:
-            raise PretrainedError("a bokeh network needs cond_scalars of shape (B, 3)")
-        scalars = cond_scalars.to(lq.device, torch.float32)
-
-        def conditioned(x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return noise_model(x, mu, t, scalars)
-
-        net: Any = conditioned
-    else:
-        net = noise_model
-    return restore_image(
-        module.sde,
-        net,
-        lq,
-        autoencoder=module.autoencoder,
-        sampler=sampler or module.val_cfg["sampler"],
-        steps=steps,
-        generator=generator,
-    )
+    if module.net.variant == "bokeh" and cond_scalars is None:
+        raise PretrainedError("a bokeh network needs cond_scalars of shape (B, 3)")
+    scalars = None if cond_scalars is None else cond_scalars.to(lq.device, torch.float32)
+    return module.restore(lq, sampler=sampler, steps=steps, generator=generator, cond_scalars=scalars)
