@@ -123,3 +123,42 @@ def test_latent_diffusion_stage_needs_an_autoencoder(compose_config):
     cfg = compose_config("stage=diffusion")
     with pytest.raises(ConfigError, match=r"autoencoder\.ckpt"):
         validate_config(cfg)
+
+
+def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config):
+    stereo = compose_config("task=stereo_sr")
+    assert (
+        stereo.model.name == "pixel"
+        and stereo.data.layout == "stereo"
+        and stereo.net.nafnet.variant == "stereo"
+    )
+    assert stereo.task.scale == 4 and stereo.data.scale == 4
+    bokeh = compose_config("task=bokeh", "net=paper")
+    assert (
+        bokeh.model.name == "latent" and bokeh.data.layout == "bokeh" and bokeh.net.nafnet.variant == "bokeh"
+    )
+    # net=paper for bokeh: the published bokeh sizes, not the shadow model's
+    assert dict(bokeh.net.nafnet) == {
+        "width": 64, "enc_blk_nums": [2, 2, 4, 8], "middle_blk_num": 12, "dec_blk_nums": [2, 2, 2, 2], "variant": "bokeh",
+    }  # fmt: skip
+    assert dict(bokeh.net.autoencoder) == {"ch": 64, "ch_mult": [1, 2, 4], "embed_dim": 4}
+    assert list(compose_config("net=paper").net.nafnet.enc_blk_nums) == [1, 1, 1, 28]
+    for cfg in (stereo, bokeh):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=stereo_sr", "model=latent"], r"net\.nafnet\.variant='stereo' does not fit model=latent"),
+        (["task=bokeh", "model=pixel"], r"net\.nafnet\.variant='bokeh' does not fit model=pixel"),
+        (["task=stereo_sr", "data=ntire"], r"task=stereo_sr .*needs data=stereo; data\.layout='ntire'"),
+        (
+            ["task=shadow", "data=bokeh"],
+            r"data\.layout='bokeh' holds bokeh samples, which only task=bokeh trains",
+        ),
+    ],
+)
+def test_stereo_and_bokeh_mismatches_name_the_keys(compose_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_config(*overrides))
