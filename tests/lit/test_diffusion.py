@@ -23,3 +23,51 @@ def test_noise_model_keeps_the_published_initialisation():
 def test_unknown_prediction_is_refused():
     with pytest.raises(ValueError, match=r"sde\.prediction='eps'"):
         DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "prediction": "eps"})
+
+
+AE_TINY = {"ch": 4, "ch_mult": [1, 2], "embed_dim": 4}
+
+
+def _bokeh_module() -> DiffusionModule:
+    """A bokeh module whose blocks pass their feed-forward on (trained blocks do; fresh ones start at zero)."""
+    module = DiffusionModule(
+        model="latent", nafnet={**TINY, "variant": "bokeh"}, autoencoder=AE_TINY, sde=SDE
+    )
+    for name, parameter in module.net.named_parameters():
+        if name.endswith(".gamma"):
+            torch.nn.init.constant_(parameter, 0.5)
+    return module
+
+
+def test_bokeh_scalars_reach_the_network_in_training_and_restoring():
+    module = _bokeh_module()
+    assert module.net.variant == "bokeh" and module.hparams.nafnet["variant"] == "bokeh"
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    batch = {"lq": images, "gt": images.flip(-1), "name": ["a", "b"]}
+
+    def loss(scalars: torch.Tensor) -> float:
+        torch.manual_seed(0)  # same timesteps and noise: only the scalars differ
+        return float(module.training_step({**batch, "cond_scalars": scalars}, 0))
+
+    f18, f14 = torch.tensor([[160.0, 18.0, 20.0]] * 2), torch.tensor([[160.0, -14.0, 20.0]] * 2)
+    assert loss(f18) == loss(f18) != loss(f14)
+    with pytest.raises(ValueError, match="needs cond_scalars"):
+        module.training_step(batch, 0)
+    module.eval()
+    a, b = (
+        module.restore(images, steps=2, generator=torch.Generator().manual_seed(1), cond_scalars=s)
+        for s in (f18, f14)
+    )
+    assert not torch.allclose(a, b)
+
+
+def test_stereo_validation_reports_each_view_and_their_mean():
+    module = DiffusionModule(model="pixel", nafnet={**TINY, "variant": "stereo"}, sde=SDE, crop_border=0)
+    assert module.views == 2 and module.net.variant == "stereo"
+    gt = torch.rand(1, 6, 16, 16, generator=torch.Generator().manual_seed(0))
+    restored = torch.cat([gt[:, :3], (gt[:, 3:] + 0.1).clamp(0, 1)], dim=1)  # left exact, right off
+    module.val_metrics.update(restored, gt)
+    values = module.val_metrics.compute()
+    assert values["psnr_left"] > 100 > values["psnr_right"] > 15
+    assert values["psnr"] == pytest.approx((values["psnr_left"] + values["psnr_right"]) / 2, rel=1e-5)
+    assert values["ssim_left"] == pytest.approx(1.0) and "psnr_y" in values
