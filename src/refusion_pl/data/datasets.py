@@ -8,6 +8,7 @@ folders pair folder by folder. Every random choice of a sample comes from a gene
 from __future__ import annotations
 
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -462,22 +463,24 @@ class _PairDataset(Dataset):
         self.pairs, self.scale, self.skip_bad = pairs, scale, skip_bad
         self.views, self.renderer = views, renderer
         self.loader = _Loader(channels, scale, cache, views)
-        self._depths: dict[str, Tensor] = {}
+        self._depths: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def _with_depth(self, pair: Pair, gt: Tensor) -> Tensor:
-        """GT with its depth map as one more channel, so crops and flips keep them aligned."""
+    def _depth(self, pair: Pair, gt: Tensor) -> tuple[Tensor, Tensor]:
+        """The photo's depth map and a sorted sample of it (the focus quantile of the whole photo, cheaply)."""
         from refusion_pl.data.bokeh import load_depth
 
         if pair.name not in self._depths:
-            self._depths[pair.name] = load_depth(pair.depth, pair.name, gt.shape[-2], gt.shape[-1])
-        return torch.cat([gt, self._depths[pair.name]])
+            depth = load_depth(pair.depth, pair.name, gt.shape[-2], gt.shape[-1])
+            step = max(1, math.ceil(math.sqrt(depth.numel() / 65536)))
+            self._depths[pair.name] = (depth, depth[..., ::step, ::step].flatten().sort().values)
+        return self._depths[pair.name]
 
     def _render(
-        self, pair: Pair, photo_and_depth: Tensor, g: torch.Generator
+        self, pair: Pair, photo: Tensor, depth: Tensor, g: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Synthetic bokeh (source, target, scalars) of a crop of the photo and the same crop of its depth."""
         assert self.renderer is not None
-        whole = self._depths[pair.name]
-        return self.renderer.pair(photo_and_depth[:-1], photo_and_depth[-1:], g, whole_depth=whole)
+        return self.renderer.pair(photo, depth, g, whole_depth=self._depths[pair.name][1])
 
     @staticmethod
     def _scalars(pair: Pair) -> dict[str, Tensor]:
@@ -538,8 +541,8 @@ class TrainDataset(_PairDataset):
         pair, lq, gt = self._load(int(index) % len(self.pairs))  # cycles through every image over epochs
         extra = self._scalars(pair)
         if lq is None and self.renderer is not None:
-            _, photo = aligned_crop(None, self._with_depth(pair, gt), self.crop_size, 1, g, self.pad_small)
-            lq, gt, extra["cond_scalars"] = self._render(pair, photo, g)
+            depth, photo = aligned_crop(self._depth(pair, gt)[0], gt, self.crop_size, 1, g, self.pad_small)
+            lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
             if self.degradation is None:
@@ -599,8 +602,8 @@ class EvalDataset(_PairDataset):
         extra = self._scalars(pair)
         g = sample_generator(self.seed, name_seed(pair.name))
         if lq is None and self.renderer is not None:
-            _, photo = centre_crop(None, self._with_depth(pair, gt), self.crop, 1)
-            lq, gt, extra["cond_scalars"] = self._render(pair, photo, g)
+            depth, photo = centre_crop(self._depth(pair, gt)[0], gt, self.crop, 1)
+            lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
         lq, gt = centre_crop(lq, gt, self.crop, self.scale)
         if lq is None:
             if self.degradation is None:
