@@ -3,6 +3,7 @@ that evaluate and restore use (stereo pairs in and out, bokeh with its lens sett
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,35 @@ def test_bokeh_smoke_run_restores_with_lens_settings(compose_config, tmp_path, m
         restore_config(ckpt, tmp_path / "in", tmp_path / "meta", meta=str(tmp_path / "meta.txt"), **lenses)
     )
     assert meta.written == ["x.png", "y.png"] and seen == [[160.0, 18.0, 20.0], [-14.0, 160.0, 7.5]]
+
+
+def _short_run(
+    compose_config, tmp_path: Path, task: str, steps: int, *extra: str
+) -> tuple[dict, list[float]]:
+    """Smoke sizes, the paper's noise target, AdamW; validation PSNR and the logged training losses."""
+    run = tmp_path / f"{task}-{steps}"
+    cfg = compose_config(
+        f"task={task}", "experiment=smoke", "optim=adamw", "optim.lr=2e-3", "figure.enabled=false",
+        f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "trainer.log_every_n_steps=10",
+        f"data.train_samples_per_epoch={max(8, 2 * steps)}", "data.val_size=64", "sde.sample_steps=10",
+        "val.sampler=posterior", *extra, output_dir=run,
+    )  # fmt: skip
+    metrics = train(cfg)
+    rows = list(csv.DictReader(next((run / "diffusion" / "csv").rglob("metrics.csv")).open()))
+    return metrics, [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["stereo_sr", "bokeh"])
+def test_a_short_cpu_run_learns(compose_config, tmp_path, task):
+    """400 steps (smoke sizes, noise target) lower the loss and lift validation PSNR above the untrained model.
+
+    Measured (2 shared CPU cores, 11 min for both): stereo SR 5.09 -> 15.90 dB (bicubic input 31.45 dB), bokeh
+    7.58 -> 10.78 dB (source image 44.45 dB on its 64-pixel centre crop). The paper's noise target needs far
+    longer runs to reach its input (README, "What the network predicts").
+    """
+    extra = ("autoencoder.max_steps=300", "autoencoder.lr=2e-3") if task == "bokeh" else ()
+    untrained, _ = _short_run(compose_config, tmp_path, task, 1, *extra)
+    trained, losses = _short_run(compose_config, tmp_path, task, 400, *extra)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    assert trained["val/psnr"] > untrained["val/psnr"] + 1.5, (untrained, trained)
