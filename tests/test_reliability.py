@@ -166,7 +166,7 @@ def test_sigterm_saves_requeues_under_slurm_and_the_next_start_resumes(reference
     env = {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
     stopped = run_subprocess(run, *fault, env=env)
     assert stopped.returncode == 143, stopped.stderr[-2000:]
-    assert "stopped by SIGTERM at step 3" in stopped.stderr
+    assert "stopped by SIGTERM at step 3" in stopped.stderr and f"hydra.run.dir={run}" in stopped.stderr
     assert last_checkpoint(run)["global_step"] == 3  # the step running when the signal came was finished
     assert calls.read_text().split() == ["requeue", "4242"]
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"

@@ -191,9 +191,10 @@ def check_stopped_early(trainer: pl.Trainer, stage: str) -> None:
     """Turn an early end of ``fit`` into an error that says why and how to go on."""
     for callback in trainer.callbacks:
         if isinstance(callback, RunCheckpoint) and callback.stopped_by:
+            run_dir = Path(trainer.default_root_dir).parent
             raise TrainingStopped(
                 f"{stage} stage stopped by {callback.stopped_by} at step {trainer.global_step}; the state is in "
-                f"{callback.last_path}. Run the same command again to resume",
+                f"{callback.last_path}. Resume: the same command with hydra.run.dir={run_dir}",
                 exit_code=143,  # 128 + SIGTERM, what a shell reports for a terminated job
                 status="interrupted",
             )
@@ -222,11 +223,18 @@ def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> p
         "channels": int(cfg.task.channels),
     }
     if stage == "autoencoder":
+        stage_cfg = cfg.autoencoder
+        # Its own optimiser settings over `optim`; its lr is used as given (optim.lr_scale is for stage 2).
+        optim = {**common.pop("optim"), **(_plain(stage_cfg.optim) or {}), "lr_scale": 1.0}
         return AutoencoderModule(
             net=_plain(cfg.net.autoencoder),
-            lr=float(cfg.autoencoder.lr),
-            max_steps=int(cfg.autoencoder.max_steps),
-            reg_weight=float(cfg.autoencoder.reg_weight),
+            optim=optim,
+            lr=float(stage_cfg.lr),
+            max_steps=int(stage_cfg.max_steps),
+            reg_weight=float(stage_cfg.reg_weight),
+            init=str(stage_cfg.init),
+            skip_dropout=float(stage_cfg.skip_dropout),
+            dead_latent_db=float(stage_cfg.dead_latent_db),
             **common,
         )
     module = DiffusionModule(

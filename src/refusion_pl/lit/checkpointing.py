@@ -243,7 +243,7 @@ class RunCheckpoint(ModelCheckpoint):
         scontrol = shutil.which("scontrol")
         if scontrol is None:
             rank_zero_warn(
-                f"SLURM job {job}: scontrol not found, cannot requeue; resume with the same command"
+                f"SLURM job {job}: scontrol not found, cannot requeue; start the run again in its directory"
             )
             return
         result = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, check=False)
