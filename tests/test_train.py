@@ -312,14 +312,14 @@ def test_stages_run_separately(compose_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_main_job_restores_visibly(compose_config, tmp_path):
-    """`make demo`'s run: the restored held-out photos are far better than the degraded ones.
+def test_pixel_demo_restores_visibly(compose_config, tmp_path):
+    """`experiment=demo_pixel` on lowlight: the restored held-out photos are far better than the degraded ones.
 
     Measured (2 CPU cores, predicting x0 as the preset does): validation PSNR 18.9 dB against 7.4 dB for the
     input (17.1 dB with the paper's noise target).
     """
     cfg = compose_config(
-        "experiment=demo", "task=lowlight", "model=pixel", "optim=adamw", output_dir=tmp_path / "demo"
+        "experiment=demo_pixel", "task=lowlight", "optim=adamw", output_dir=tmp_path / "demo"
     )
     metrics = train(cfg)
     assert metrics["val/psnr"] > metrics["val/psnr_input"] + 5, metrics

@@ -22,6 +22,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 # Mirrors refusion_pl.models.PREDICTIONS (this module stays importable without torch).
 PREDICTIONS = ("noise", "x0")
 SAMPLERS = ("sde", "ode", "posterior")
+AUTOENCODER_INITS = ("signal_preserving", "default")  # mirrors refusion_pl.lit.autoencoder (no torch here)
 OPTIMIZERS = ("lion", "adamw")
 LR_SCHEDULERS = ("cosine", "multistep", "constant")
 MODELS = ("latent", "pixel")
@@ -106,11 +107,15 @@ class SchedulerConfig:
 class AutoencoderStageConfig:
     ckpt: str | None = None
     max_steps: int = 2000
+    optim: dict[str, Any] | None = None
     lr: float = 4e-5
     batch_size: int = 4
     crop_size: int = 128
     swap_prob: float = 0.5
     reg_weight: float = 0.001
+    init: str = "signal_preserving"
+    skip_dropout: float = 0.0
+    dead_latent_db: float = 0.5
 
 
 @dataclass
@@ -215,6 +220,8 @@ def _check_values(cfg: Any) -> None:
     _check_range("task.channels", cfg.task.channels, 1, None)
     _check_range("task.scale", cfg.task.scale, 1, None)
     _check_range("autoencoder.swap_prob", cfg.autoencoder.swap_prob, 0, 1)
+    _check_range("autoencoder.skip_dropout", cfg.autoencoder.skip_dropout, 0, 1)
+    _check_choice("autoencoder.init", cfg.autoencoder.init, AUTOENCODER_INITS)
     ema = cfg.callbacks.get("ema")
     if ema is not None and ema.get("decay") is not None:
         _check_range("callbacks.ema.decay", ema.decay, 0, 1)

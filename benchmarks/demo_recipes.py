@@ -1,0 +1,137 @@
+"""What `make demo`'s recipe restores on whole held-out photographs: latent (x0 and noise targets) and pixel.
+
+For each task and recipe it runs the real ``python -m refusion_pl.train experiment=demo ...`` command, then
+restores the whole held-out bundled photos (not validation crops) with the run's checkpoint, at their full size,
+and a mildly degraded copy of each (a photo that needs almost nothing must not come out worse). Writes
+``benchmarks/results/demo_recipes.{json,md}`` with training time, input and restored PSNR.
+
+    .venv/bin/python benchmarks/demo_recipes.py                          # shadow + lowlight x 3 recipes
+    .venv/bin/python benchmarks/demo_recipes.py --tasks lowlight --recipes latent-x0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from refusion_pl.data import PairedDataModule
+from refusion_pl.lit import DiffusionModule
+from refusion_pl.lit.metrics import psnr_per_image
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "demo_recipes"
+RECIPES = {
+    "latent-x0": ["experiment=demo"],
+    "latent-noise": ["experiment=demo", "sde.prediction=noise"],
+    "pixel-x0": ["experiment=demo_pixel"],
+}
+# Degradations a photo barely needs restoring from (the task's own model with gentle parameters).
+MILD = {
+    "shadow": {"intensity": [0.05, 0.1], "plasma_prob": 0.0, "num_polygons": [1, 1]},
+    "lowlight": {"gain": [0.9, 0.95], "gamma": [1.0, 1.05], "noise": [0.5, 1.0]},
+}
+
+
+def train(task: str, recipe: str, run_dir: Path, extra: list[str]) -> float:
+    cmd = [
+        sys.executable, "-m", "refusion_pl.train", *RECIPES[recipe], f"task={task}", "logger=csv",
+        "callbacks.progress_bar=null", "figure.enabled=false", f"hydra.run.dir={run_dir}", *extra,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    if result.returncode != 0:
+        raise RuntimeError(f"{task}/{recipe} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def held_out_pairs(task_cfg: dict, degradation: dict) -> list[dict]:
+    data = PairedDataModule(root=None, degradation=degradation, channels=task_cfg["channels"], val_size=None)
+    data.setup("test")
+    return list(data.test_dataloader())
+
+
+@torch.no_grad()
+def restore_all(module: DiffusionModule, batches: list[dict]) -> list[dict]:
+    rows = []
+    for index, batch in enumerate(batches):
+        generator = torch.Generator().manual_seed(index)
+        restored = module.restore(batch["lq"], generator=generator)
+        rows.append(
+            {
+                "name": batch["name"][0],
+                "size": list(batch["gt"].shape[-2:]),
+                "input": float(psnr_per_image(batch["lq"], batch["gt"])[0]),
+                "restored": float(psnr_per_image(restored, batch["gt"])[0]),
+            }
+        )
+    return rows
+
+
+def evaluate(checkpoint: Path, task: str) -> dict:
+    module = DiffusionModule.from_checkpoint(checkpoint)
+    task_cfg = module.run_config["task"]
+    degradation = dict(task_cfg["degradation"])
+    mild = {**degradation, **MILD.get(task, {})}
+    return {
+        "held_out": restore_all(module, held_out_pairs(task_cfg, degradation)),
+        "mild": restore_all(module, held_out_pairs(task_cfg, mild)),
+    }
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return sum(row[key] for row in rows) / len(rows)
+
+
+def table(runs: list[dict]) -> str:
+    lines = [
+        "| task | recipe | train (min) | input (dB) | restored (dB) | gain | mild input | mild restored | mild gain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        held, mild = run["held_out"], run["mild"]
+        lines.append(
+            f"| {run['task']} | {run['recipe']} | {run['train_seconds'] / 60:.1f} | {mean(held, 'input'):.2f} | "
+            f"{mean(held, 'restored'):.2f} | {mean(held, 'restored') - mean(held, 'input'):+.2f} | "
+            f"{mean(mild, 'input'):.2f} | {mean(mild, 'restored'):.2f} | "
+            f"{min(r['restored'] - r['input'] for r in mild):+.2f} (worst) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["shadow", "lowlight"])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every training run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks:
+            for recipe in args.recipes:
+                run_dir = Path(tmp) / f"{task}-{recipe}"
+                seconds = train(task, recipe, run_dir, args.extra)
+                summary = json.loads((run_dir / "metrics.json").read_text())
+                checkpoint = Path(summary["stages"]["diffusion"]["checkpoint"])
+                run = {"task": task, "recipe": recipe, "train_seconds": seconds, **evaluate(checkpoint, task)}
+                runs.append(run)
+                print(table([run]).splitlines()[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(runs, indent=2))
+    header = f"Demo recipes on whole held-out photos (`{' '.join(sys.argv[1:]) or 'defaults'}`)\n\n"
+    args.out.with_suffix(".md").write_text(header + table(runs) + "\n")
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
