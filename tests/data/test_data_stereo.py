@@ -100,3 +100,21 @@ def test_bundled_pair_holds_out_its_bottom_rows() -> None:
         train_rows[1] <= BUNDLED_STEREO_ROWS["val"][0]
         and bundled_stereo_pairs("train")[0].region == train_rows
     )
+
+
+def test_hr_only_views_get_lr_from_the_degradation(tmp_path: Path) -> None:
+    """Flickr1024 as published (Train/, Validation/ of HR views only): LR views made by bicubic x4."""
+    for split, ids in (("Train", ["0001", "0002"]), ("Validation", ["0003"])):
+        for name in ids:
+            for side, tag in (("L", 2), ("R", 4)):
+                write_coords(tmp_path / split / f"{name}_{side}.png", HR_H, HR_W, tag=tag)
+    dm = PairedDataModule(
+        root=str(tmp_path), layout="stereo", scale=SCALE, gt_dir="", train_split="Train", val_split="Validation",
+        degradation={"name": "sr", "scale": SCALE}, crop_size=16, batch_size=2, val_size=None,
+    )  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["lq"].shape == (2, 6, 4, 4) and batch["gt"].shape == (2, 6, 16, 16)
+    val = next(iter(dm.val_dataloader()))
+    assert val["name"] == ["0003"] and val["lq"].shape == (1, 6, HR_H // 4, HR_W // 4)
+    assert (coords(val["gt"])[0, 2] == 2).all() and (coords(val["gt"])[0, 5] == 4).all()

@@ -231,6 +231,9 @@ class PairedDataModule(L.LightningDataModule):
             found = pair_rain100(folder, self.stem_pattern)
         elif self.layout == "gopro":
             found = pair_gopro(folder, lq_name, gt_name, self.stem_pattern)
+        elif self._hr_only_stereo(folder / lq_name, folder / gt_name):
+            hr = folder / gt_name
+            found = Matched(clean_images(hr), [], [], str(hr), str(hr))
         else:
             found = pair_folders(folder / lq_name, folder / gt_name, self.stem_pattern)
         if self.layout == "stereo":
@@ -239,6 +242,15 @@ class PairedDataModule(L.LightningDataModule):
             found = bokeh_matched(found, folder / META_NAME)  # type: ignore[arg-type]
         self._found[key] = found
         return found
+
+    def _hr_only_stereo(self, lr: Path, hr: Path) -> bool:
+        """Stereo data with HR views only (Flickr1024 as published): LR views come from task.degradation."""
+        if self.layout != "stereo" or lr.is_dir() or not hr.is_dir() or self.degradation is None:
+            return False
+        log.info(
+            "no %s folder beside %s: LR views made from the HR views by %s", lr.name, hr, self.degradation
+        )
+        return True
 
     def _pairs_in(self, folder: Path) -> list[Pair]:
         found = self._find(folder)
