@@ -43,7 +43,7 @@ MILD = {
 def train(task: str, recipe: str, run_dir: Path, extra: list[str]) -> float:
     cmd = [
         sys.executable, "-m", "refusion_pl.train", *RECIPES[recipe], f"task={task}", "logger=csv",
-        "callbacks.progress_bar=null", "figure.enabled=false", f"hydra.run.dir={run_dir}", *extra,
+        "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}", *extra,
     ]  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
@@ -114,9 +114,11 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every training run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run directories (figures) here")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
         for task in args.tasks:
             for recipe in args.recipes:
                 run_dir = Path(tmp) / f"{task}-{recipe}"

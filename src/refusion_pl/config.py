@@ -115,6 +115,7 @@ class AutoencoderStageConfig:
     reg_weight: float = 0.001
     init: str = "signal_preserving"
     skip_dropout: float = 0.0
+    skip_dropout_until: float | None = None
     dead_latent_db: float = 0.5
 
 
@@ -221,6 +222,8 @@ def _check_values(cfg: Any) -> None:
     _check_range("task.scale", cfg.task.scale, 1, None)
     _check_range("autoencoder.swap_prob", cfg.autoencoder.swap_prob, 0, 1)
     _check_range("autoencoder.skip_dropout", cfg.autoencoder.skip_dropout, 0, 1)
+    if cfg.autoencoder.skip_dropout_until is not None:
+        _check_range("autoencoder.skip_dropout_until", cfg.autoencoder.skip_dropout_until, 0, 1)
     _check_choice("autoencoder.init", cfg.autoencoder.init, AUTOENCODER_INITS)
     ema = cfg.callbacks.get("ema")
     if ema is not None and ema.get("decay") is not None:

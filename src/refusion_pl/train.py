@@ -234,6 +234,7 @@ def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> p
             reg_weight=float(stage_cfg.reg_weight),
             init=str(stage_cfg.init),
             skip_dropout=float(stage_cfg.skip_dropout),
+            skip_dropout_until=stage_cfg.skip_dropout_until,
             dead_latent_db=float(stage_cfg.dead_latent_db),
             **common,
         )

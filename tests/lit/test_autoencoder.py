@@ -90,3 +90,13 @@ def test_stage1_learning_rate_is_used_as_given(compose_config):
     plain = compose_config("optim=lion", "optim.lr_scale=10", "autoencoder.lr=3e-5")
     stage1 = build_module(plain, "autoencoder", None).configure_optimizers()["optimizer"]
     assert type(stage1).__name__ == "Lion" and stage1.param_groups[0]["lr"] == pytest.approx(3e-5)
+
+
+def test_skip_dropout_fades_out(compose_config):
+    from refusion_pl.train import build_module
+
+    module = build_module(compose_config("experiment=demo", "autoencoder.max_steps=100"), "autoencoder", None)
+    rates = []
+    for step in (0, 25, 50, 99):
+        rates.append(module.skip_dropout_now(step))
+    assert rates == pytest.approx([0.25, 0.125, 0.0, 0.0])

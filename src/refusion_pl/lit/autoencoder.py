@@ -73,6 +73,7 @@ class AutoencoderModule(RestorationModule):
         crop_border: int = 0,
         init: str = "signal_preserving",
         skip_dropout: float = 0.0,
+        skip_dropout_until: float | None = None,
         dead_latent_db: float = 0.5,
     ) -> None:
         super().__init__(crop_border)
@@ -88,11 +89,24 @@ class AutoencoderModule(RestorationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
         losses = autoencoder_losses(
-            self.autoencoder, lq, gt, self.hparams.reg_weight, self.hparams.get("skip_dropout", 0.0)
+            self.autoencoder, lq, gt, self.hparams.reg_weight, self.skip_dropout_now()
         )
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=lq.shape[0])
         return losses["loss"]
+
+    def skip_dropout_now(self, step: int | None = None) -> float:
+        """``skip_dropout``, fading linearly to zero at ``skip_dropout_until`` (a fraction of ``max_steps``).
+
+        Dropping skips wakes the latent up early; once the latent is used, the rest of the schedule trains the full
+        decoder on every image, which is what reconstructs fine detail (``val_lq/psnr``).
+        """
+        rate = float(self.hparams.get("skip_dropout", 0.0))
+        until = self.hparams.get("skip_dropout_until")
+        if not until:
+            return rate
+        step = self.global_step if step is None else step
+        return rate * max(0.0, 1.0 - step / (float(until) * self.hparams.max_steps))
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
