@@ -47,7 +47,7 @@ def test_bokeh_scalars_reach_the_network_in_training_and_restoring():
 
     def loss(scalars: torch.Tensor) -> float:
         torch.manual_seed(0)  # same timesteps and noise: only the scalars differ
-        return float(module.training_step({**batch, "cond_scalars": scalars}, 0))
+        return float(module.training_step({**batch, "cond_scalars": scalars}, 0).detach())
 
     f18, f14 = torch.tensor([[160.0, 18.0, 20.0]] * 2), torch.tensor([[160.0, -14.0, 20.0]] * 2)
     assert loss(f18) == loss(f18) != loss(f14)
