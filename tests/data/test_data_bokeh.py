@@ -117,3 +117,14 @@ def test_bundled_photos_render_bokeh_pairs_without_download() -> None:
     assert torch.equal(next(iter(again.val_dataloader()))["lq"], val["lq"])  # fixed validation pairs
     with pytest.raises(DataError, match=r"degradation bokeh: unknown parameter\(s\) \['aperture'\]"):
         PairedDataModule(layout="bokeh", degradation={"name": "bokeh", "aperture": 2})
+
+
+def test_swapping_source_and_target_swaps_their_lenses(tmp_path: Path) -> None:
+    write_bokeh(tmp_path)
+    plain = bokeh_module(tmp_path, augment=False)
+    swapped = bokeh_module(tmp_path, augment=False, swap_prob=1.0)
+    for dm in (plain, swapped):
+        dm.setup("fit")
+    a, b = plain.dataset("train")[0], swapped.dataset("train")[0]
+    assert torch.equal(a["lq"], b["gt"]) and torch.equal(a["gt"], b["lq"])
+    assert b["cond_scalars"].tolist() == [a["cond_scalars"][1], a["cond_scalars"][0], a["cond_scalars"][2]]

@@ -555,6 +555,8 @@ class TrainDataset(_PairDataset):
             lq = upsample(lq, gt.shape[-2:])
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
+            if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
+                extra["cond_scalars"] = extra["cond_scalars"][[1, 0, 2]]
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
 
 
