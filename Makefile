@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --upgrade pip
 	# torch first and pinned, so that no later resolve pulls a multi-GB CUDA build.
 	$(PIP) install torch==$(TORCH_VERSION)
-	$(PIP) install -e '.[dev,sweeps]'
+	$(PIP) install -e '.[dev,sweeps,app]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -254,21 +254,30 @@ def check_channels(info: ImageInfo, channels: int) -> None:
 
 
 def restore_file(
-    restorer: Restorer, source: Path, target: Path, cond_scalars: torch.Tensor | None = None
+    restorer: Restorer,
+    source: Path,
+    target: Path,
+    cond_scalars: torch.Tensor | None = None,
+    max_pixels: int | None = None,
 ) -> float:
     """Read, restore and atomically write one image (same bit depth, ICC profile and EXIF); seconds taken."""
-    return restore_views(restorer, [source], [target], cond_scalars)
+    return restore_views(restorer, [source], [target], cond_scalars, max_pixels)
 
 
 def restore_views(
-    restorer: Restorer, sources: list[Path], targets: list[Path], cond_scalars: torch.Tensor | None = None
+    restorer: Restorer,
+    sources: list[Path],
+    targets: list[Path],
+    cond_scalars: torch.Tensor | None = None,
+    max_pixels: int | None = None,
 ) -> float:
     """``restore_file`` for a sample of several files: a stereo pair's left and right views, stacked on
-    channels for the network and written back as two images."""
+    channels for the network and written back as two images. ``max_pixels``: the reader's size limit
+    (None: ``REFUSION_MAX_IMAGE_PIXELS``); the web demo sets a smaller one."""
     channels = int(restorer.module.hparams.channels)
     images, infos = [], []
     for source in sources:
-        image, info = read_image(source, channels=channels)
+        image, info = read_image(source, channels=channels, max_pixels=max_pixels)
         check_channels(info, channels)
         images.append(image)
         infos.append(info)
@@ -510,8 +519,12 @@ def run_folder(
     fmt: str | None,
     overwrite: bool,
     lenses: LensSettings | None = None,
+    max_pixels: int | None = None,
 ) -> Summary:
-    """Restore every input (stereo checkpoints: every left/right pair) into ``out_dir``; failures are kept."""
+    """Restore every input (stereo checkpoints: every left/right pair) into ``out_dir``; failures are kept.
+
+    The CLI and the web demo (``refusion_pl.app``) both restore through here.
+    """
     summary = Summary()
     start = time.perf_counter()
     samples: list[list[Path]] = [[file] for file in files]
@@ -529,7 +542,7 @@ def run_folder(
             continue
         try:
             scalars = lenses.scalars_for(sources[0]) if lenses is not None else None
-            seconds = restore_views(restorer, sources, targets, scalars)
+            seconds = restore_views(restorer, sources, targets, scalars, max_pixels)
         except DataError as err:
             summary.failed[name] = str(err)
             tqdm.write(f"skipping {name}: {err}", file=sys.stderr)

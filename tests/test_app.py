@@ -1,0 +1,199 @@
+"""``python -m refusion_pl.app``: the web demo, driven through Gradio's Python client on a loopback port.
+
+One server for the module: a checkpoint trained here with the smoke preset, a small pixel limit so that a
+"too large" upload is cheap to make. Results must equal the CLI's files byte for byte.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+from refusion_pl.config import CONFIG_DIR
+from refusion_pl.data.io import read_image, write_image
+from refusion_pl.restore import restore
+from tests.conftest import FAST_SMOKE
+
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+MAX_PIXELS = 4000  # the server's limit in this test: 40x45 passes, 80x80 is refused
+SETTINGS = {"sampler": "sde", "steps": 3, "tile": "auto", "seed": 7}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def compose_entry(name: str, *overrides: str, output_dir: Path | None = None) -> Any:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        if output_dir is not None:
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.log_dir = str(output_dir / "logs")
+        del cfg["hydra"]
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pixel model trained for two steps with the smoke preset (a real training checkpoint)."""
+    from refusion_pl.train import train
+
+    run = tmp_path_factory.mktemp("train")
+    train(compose_entry("train", *FAST_SMOKE, "logger=none", output_dir=run))
+    return run / "diffusion" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Any]]:
+    from refusion_pl.app import serve
+
+    port = free_port()
+    cfg = compose_entry(
+        "app",
+        f"ckpt={checkpoint}",
+        f"port={port}",
+        "device=cpu",
+        f"max_pixels={MAX_PIXELS}",
+        "max_upload=1mb",
+    )
+    demo = serve(cfg, block=False)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=tmp_path_factory.mktemp("dl"))
+    yield client, demo
+    demo.close()
+    shutil.rmtree(demo.refusion_service.workdir, ignore_errors=True)
+    with socket.socket() as sock:  # the port is free again: the server stopped
+        sock.bind(("127.0.0.1", port))
+
+
+def restore_page(client: Client, *files: Path, **settings: Any) -> tuple[Any, list[str], str]:
+    values = {**SETTINGS, **settings}
+    return client.predict(
+        [handle_file(str(f)) for f in files],
+        values["sampler"],
+        values["steps"],
+        values["tile"],
+        values["seed"],
+        "",
+        "",
+        None,
+        api_name="/restore",
+    )
+
+
+def photo(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def test_page_result_equals_the_cli_file(server, checkpoint, tmp_path):
+    client, _ = server
+    source = tmp_path / "in"
+    write_image(source / "deep.png", photo(37, 45), bit_depth=16)  # odd size, 16 bits
+    Image.fromarray((photo(40, 32, seed=1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+        source / "snap.jpg", quality=90
+    )
+    comparison, downloads, status = restore_page(client, source / "deep.png", source / "snap.jpg")
+    assert status.startswith("Restored 2 file(s) in **") and "3 steps" in status and "seed 7" in status, (
+        status
+    )
+    by_name = {Path(path).name: Path(path) for path in downloads}
+    assert sorted(by_name) == ["deep-restored.png", "snap-restored.jpg"]
+    before, after = (Image.open(path) for path in comparison)
+    assert before.size == after.size == (45, 37)
+
+    # The CLI's entry config and function, in-process (a second interpreter start costs ~20 s on 2 cores).
+    cli_cfg = compose_entry(
+        "restore", f"ckpt={checkpoint}", f"input={source}", f"output={tmp_path / 'cli'}", "device=cpu",
+        "sampler=sde", "sample_steps=3", "tile=auto", "seed=7", "progress=false",
+    )  # fmt: skip
+    assert restore(cli_cfg).ok
+    for name in ("deep", "snap"):
+        cli = next((tmp_path / "cli").glob(f"{name}.*"))
+        page = by_name[f"{name}-restored{cli.suffix}"]
+        assert page.read_bytes() == cli.read_bytes(), name
+    assert read_image(by_name["deep-restored.png"])[1].bit_depth == 16
+    # A different seed gives a different result: the comparison above could fail.
+    _, other, _ = restore_page(client, source / "deep.png", seed=8)
+    assert Path(other[0]).read_bytes() != by_name["deep-restored.png"].read_bytes()
+
+
+def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, tmp_path):
+    client, _ = server
+    good = tmp_path / "good.png"
+    write_image(good, photo(40, 45))
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    truncated = tmp_path / "cut.png"
+    write_image(tmp_path / "whole.png", photo(40, 45, seed=3))
+    truncated.write_bytes((tmp_path / "whole.png").read_bytes()[:-2000])
+    large = tmp_path / "large.png"
+    write_image(large, photo(80, 80))
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    expected = {
+        not_image: "not a readable image",
+        truncated: "truncated",
+        large: f"above the limit of {MAX_PIXELS}",
+        text: "not an image file this app restores",
+    }
+    for upload, message in expected.items():
+        with pytest.raises(AppError, match=message):
+            restore_page(client, upload)
+    with pytest.raises(AppError, match="upload an image first"):
+        client.predict([], "sde", 3, "auto", 7, "", "", None, api_name="/restore")
+    with pytest.raises(AppError, match="tile"):
+        restore_page(client, good, tile="tiny")
+    _, downloads, status = restore_page(client, good, large)  # one good, one bad: the good one is restored
+    assert [Path(p).name for p in downloads] == ["good-restored.png"]
+    assert "Not restored" in status and "large.png" in status and "above the limit" in status, status
+
+
+def test_concurrent_requests_wait_in_the_queue(server, tmp_path, monkeypatch):
+    client, demo = server
+    service = demo.refusion_service
+    spans: list[tuple[float, float]] = []
+    original = service.restore
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spans.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(service, "restore", timed)
+    write_image(tmp_path / "a.png", photo(40, 45))
+    jobs = [
+        client.submit(
+            [handle_file(str(tmp_path / "a.png"))], "sde", 3, "auto", 7, "", "", None, api_name="/restore"
+        )
+        for _ in range(3)
+    ]
+    results = [job.result(timeout=120) for job in jobs]
+    outputs = [Path(result[1][0]).read_bytes() for result in results]
+    assert outputs[0] == outputs[1] == outputs[2]
+    spans.sort()
+    assert len(spans) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
