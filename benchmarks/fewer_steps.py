@@ -1,8 +1,10 @@
-"""Quality against the number of sampling steps: PSNR at sample_steps 10/20/50/100 vs all T steps.
+"""Quality against the number of sampling steps: PSNR at sample_steps 1..100 vs each sampler's most steps.
 
 Runs ``refusion_pl.evaluate`` in-process on a checkpoint's own test split (the bundled photos for models trained
 on the bundled default) for every sampler and step count, and writes a Markdown table and
-``benchmarks/results/fewer_steps.json``. Stochastic samplers are averaged over ``--seeds``.
+``benchmarks/results/fewer_steps.json``. Stochastic samplers are averaged over ``--seeds``. The
+exponential-integrator samplers (``mr_*``) are included; ``mr_ode1`` and ``mr_sde1`` give the same numbers as
+``ode`` and ``posterior`` (the same jumps), so pass ``--samplers`` to skip them.
 
     .venv/bin/python benchmarks/fewer_steps.py outputs/.../diffusion/checkpoints/last.ckpt
 """
@@ -51,8 +53,12 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", type=Path)
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100])
-    parser.add_argument("--samplers", nargs="+", default=["sde", "posterior", "ode"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100])
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["sde", "posterior", "ode", "mr_ode1", "mr_ode2", "mr_sde1", "mr_sde2"],
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--extra", nargs="*", default=[], help="more evaluate overrides, e.g. crop=128")
     parser.add_argument("--device", default="auto")

@@ -64,6 +64,16 @@ def test_prediction_choices_match_the_library():
     assert CONFIG_PREDICTIONS == PREDICTIONS
 
 
+def test_sampler_choices_match_the_library(compose_config):
+    from refusion_pl.config import SAMPLERS as CONFIG_SAMPLERS
+    from refusion_pl.sampling import SAMPLERS
+
+    assert CONFIG_SAMPLERS == SAMPLERS
+    validate_config(compose_config("sde.sampler=mr_ode2", "sde.sample_steps=10", "val.sampler=mr_sde2"))
+    with pytest.raises(ConfigError, match=r"sde\.sampler='mr_ode3'.*mr_ode1, mr_ode2, mr_sde1, mr_sde2"):
+        validate_config(compose_config("sde.sampler=mr_ode3"))
+
+
 @pytest.mark.parametrize("experiment", ["smoke", "demo"])
 def test_size_presets_do_not_pin_choices(compose_config, experiment):
     cfg = compose_config(f"experiment={experiment}", "task=derain", "model=pixel", "optim=adamw")

@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 SCHEDULES = ("cosine", "linear", "constant")
 # Mirrors refusion_pl.models.PREDICTIONS (this module stays importable without torch).
 PREDICTIONS = ("noise", "x0")
-SAMPLERS = ("sde", "ode", "posterior")
+# Mirrors refusion_pl.sampling.SAMPLERS (mr_*: exponential-integrator ODE/SDE solvers, order 1 or 2).
+SAMPLERS = ("sde", "ode", "posterior", "mr_ode1", "mr_ode2", "mr_sde1", "mr_sde2")
 AUTOENCODER_INITS = ("signal_preserving", "default")  # mirrors refusion_pl.lit.autoencoder (no torch here)
 OPTIMIZERS = ("lion", "adamw")
 LR_SCHEDULERS = ("cosine", "multistep", "constant")
