@@ -136,11 +136,11 @@ def test_skip_existing_resume_and_overwrite(pixel_ckpt, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = restore_mod.restore_views
 
-    def interrupted(restorer, sources, targets, cond_scalars=None):
+    def interrupted(restorer, sources, targets, *rest):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # the user stops the run in the middle of the folder
-        return real(restorer, sources, targets, cond_scalars)
+        return real(restorer, sources, targets, *rest)
 
     monkeypatch.setattr(restore_mod, "restore_views", interrupted)
     with pytest.raises(KeyboardInterrupt):
