@@ -25,7 +25,8 @@ from PIL import Image
 
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import read_image, write_image
-from refusion_pl.restore import restore
+from refusion_pl.restore import RestoreError, restore
+from refusion_pl.train import train
 from tests.conftest import FAST_SMOKE
 
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
@@ -59,8 +60,6 @@ def compose_entry(name: str, *overrides: str, output_dir: Path | None = None) ->
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny pixel model trained for two steps with the smoke preset (a real training checkpoint)."""
-    from refusion_pl.train import train
-
     run = tmp_path_factory.mktemp("train")
     train(compose_entry("train", *FAST_SMOKE, "logger=none", output_dir=run))
     return run / "diffusion" / "checkpoints" / "last.ckpt"
@@ -197,3 +196,60 @@ def test_concurrent_requests_wait_in_the_queue(server, tmp_path, monkeypatch):
     spans.sort()
     assert len(spans) == 3
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_the_page_shows_sampling_progress(server, tmp_path):
+    client, demo = server
+    write_image(tmp_path / "p.png", photo(48, 48))
+    steps = demo.refusion_service.steps_max
+    job = client.submit(
+        [handle_file(str(tmp_path / "p.png"))], "sde", steps, "none", 0, "", "", None, api_name="/restore"
+    )
+    seen: set[str] = set()
+    while not job.done():
+        status = job.status()
+        seen |= {unit.desc or "" for unit in status.progress_data or []}
+        time.sleep(0.01)
+    assert job.result(timeout=60)[2].startswith("Restored 1"), job.result()
+    assert "sde sampling" in seen, seen
+
+
+@pytest.mark.parametrize("task", ["bokeh", "stereo_sr"])
+def test_stereo_and_bokeh_checkpoints_restore_like_the_cli(task, tmp_path):
+    """The page's request path (``Service``) for the paper's other tasks: lens fields, a left/right pair."""
+    from refusion_pl.app import build_app, load_service
+
+    run = tmp_path / "run"
+    fast = ("trainer.max_steps=2", "trainer.val_check_interval=2", "figure.enabled=false", "logger=none")
+    train(compose_entry("train", f"task={task}", "experiment=smoke", *fast, output_dir=run))
+    ckpt = run / "diffusion" / "checkpoints" / "last.ckpt"
+    service = load_service(compose_entry("app", f"ckpt={ckpt}", "device=cpu"))
+    try:
+        build_app(service, compose_entry("app", f"ckpt={ckpt}", "device=cpu"))  # the page builds for it
+        request = service.settings("sde", 2, "auto", 3)
+        source = tmp_path / "in"
+        lenses: dict[str, Any] = {}
+        if task == "stereo_sr":
+            files = [source / "pair_L.png", source / "pair_R.png"]
+        else:
+            files = [source / "x.png"]
+            lenses = {"src_lens": "Sony50mmf16.0AS", "tgt_lens": "Sony50mmf1.8BS", "disparity": 20}
+            with pytest.raises(RestoreError, match="lens settings"):
+                service.lenses("", "", None)
+        for index, file in enumerate(files):
+            write_image(file, photo(16, 20, seed=index))
+        outputs, failures, _, _ = service.restore(
+            [str(f) for f in files], request, service.lenses(**lenses) if lenses else None
+        )
+        assert not failures and [p.name for p in outputs] == [f"{f.stem}-restored.png" for f in files]
+        cli = tmp_path / "cli"
+        overrides = [f"{key}={value}" for key, value in lenses.items()]
+        cli_cfg = compose_entry(
+            "restore", f"ckpt={ckpt}", f"input={source}", f"output={cli}", "device=cpu", "sampler=sde",
+            "sample_steps=2", "tile=auto", "seed=3", "progress=false", *overrides,
+        )  # fmt: skip
+        assert restore(cli_cfg).ok
+        for file, output in zip(files, outputs):
+            assert output.read_bytes() == (cli / file.name).read_bytes(), file.name
+    finally:
+        shutil.rmtree(service.workdir, ignore_errors=True)
