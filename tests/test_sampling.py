@@ -13,6 +13,7 @@ from torch import Tensor
 from refusion_pl.sampling import (
     EI_SAMPLERS,
     SAMPLERS,
+    logsnr_time_schedule,
     ou_time_schedule,
     sample,
     sample_between,
@@ -441,3 +442,40 @@ def test_ei_bad_arguments_name_the_choices() -> None:
     for schedule in ([10, 5, 5, 0], [10, 3], [0], [11, 0]):
         with pytest.raises(ValueError, match="schedule="):
             sample_ei(sde, _oracle(sde, x0), mu, mu, schedule, "mr_ode2")
+
+
+@pytest.mark.parametrize(("T", "schedule"), [(100, "cosine"), (20, "linear"), (7, "cosine")])
+def test_logsnr_schedule_is_strictly_decreasing_from_T_to_0(T: int, schedule: str) -> None:
+    sde = IRSDE(max_sigma=50, T=T, schedule=schedule)
+    for steps in range(1, T + 1):
+        sched = logsnr_time_schedule(sde, steps)
+        assert len(sched) == steps + 1 and sched[0] == T and sched[-1] == 0
+        assert all(a > b for a, b in itertools.pairwise(sched))
+    assert logsnr_time_schedule(sde, T) == list(range(T, -1, -1))
+    with pytest.raises(ValueError, match="steps="):
+        logsnr_time_schedule(sde, T + 1)
+
+
+def test_logsnr_schedule_spaces_the_log_snr_evenly_and_helps_order_2() -> None:
+    """Even jumps in l (T=1000, 8 jumps before the last within 10% of each other); on the Gaussian problem of
+    the convergence test mr_ode2 with 10 steps is measured 3.6e-2 from the exact endpoint on this spacing against
+    2.1e-1 on the process clock, whose jumps in l near t = 0 do not shrink with more steps."""
+    sde = IRSDE(max_sigma=50, T=1000)
+    sched = logsnr_time_schedule(sde, 9)
+    ell = [-0.5 * math.log(math.expm1(2 * float(sde.thetas_cumsum[t].double()) * sde.dt)) for t in sched[:-1]]
+    gaps = [b - a for a, b in itertools.pairwise(ell)]
+    assert max(gaps) / min(gaps) < 1.1, gaps
+
+    sde = IRSDE(50, 960, "constant", 0.005)
+    g = torch.Generator().manual_seed(24)
+    mu = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
+    m, s = 0.5, 0.2
+    x_T = mu + sde.lam * torch.randn(mu.shape, generator=g, dtype=torch.float64)
+    a_T, sb_T = float(sde._decay(sde.T)), float(sde.sigma_bar(sde.T))
+    exact = m + s * (x_T - mu - a_T * (m - mu)) / math.sqrt(a_T**2 * s**2 + sb_T**2)
+    model = _gaussian_x0_model(sde, m, s)
+    err = {
+        sp: (sample(sde, model, mu, x_T, "mr_ode2", 10, spacing=sp) - exact).abs().max().item()
+        for sp in ("ou", "logsnr")
+    }
+    assert err["logsnr"] < err["ou"] / 3, err

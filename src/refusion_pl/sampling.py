@@ -23,7 +23,7 @@ from refusion_pl.sde import IRSDE
 # Li et al. 2025; derived from the IR-SDE marginals in sample_ei's docstring).
 EI_SAMPLERS = ("mr_ode1", "mr_ode2", "mr_sde1", "mr_sde2")
 SAMPLERS = ("sde", "ode", "posterior", *EI_SAMPLERS)
-SPACINGS = ("ou", "uniform")
+SPACINGS = ("ou", "uniform", "logsnr")
 
 NoiseModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -60,6 +60,24 @@ def ou_time_schedule(thetas_cumsum: Tensor, steps: int) -> list[int]:
     return [*out, 0]
 
 
+def logsnr_time_schedule(sde: IRSDE, steps: int) -> list[int]:
+    """Descending timesteps ``[T, ..., 1, 0]`` evenly spaced in the log signal-to-noise ``l`` of ``sample_ei``.
+
+    ``l`` is infinite at 0, so the ``steps - 1`` jumps before the last are even in ``l`` from ``T`` to 1 and the
+    last goes from 1 to 0. The process clock puts jumps of ``log((k + 1) / k) / 2`` in ``l`` near 0 whatever the
+    number of steps, which caps second-order solvers; this spacing does not. ``steps == T`` gives every timestep.
+    """
+    timestep_schedule(sde.T, steps)  # same validation
+    clock = _clock(sde, list(range(sde.T + 1)))
+    ell = [math.inf] + [-0.5 * math.log(math.expm1(2 * c)) for c in clock[1:]]
+    out = [sde.T]
+    for i in range(1, steps):
+        target = ell[sde.T] + (ell[1] - ell[sde.T]) * i / (steps - 1)
+        lowest = steps - i  # leave room for the remaining distinct entries above 0
+        out.append(min(range(lowest, out[-1]), key=lambda t: (abs(ell[t] - target), -t)))
+    return [*out, 0]
+
+
 class _Noise:
     """Fresh standard normals into one reused buffer, from ``generator`` whatever device it lives on."""
 
@@ -90,7 +108,8 @@ def sample(
 
     ``model(x, mu, t)`` predicts the noise; ``t`` is an int64 tensor of shape ``(B,)``.
     ``steps=None`` or ``T`` reproduces the original sampler; fewer steps use the respaced jumps along
-    ``spacing``: ``ou`` (even on the process clock ``thetas_cumsum``, the default) or ``uniform`` in t.
+    ``spacing``: ``ou`` (even on the process clock ``thetas_cumsum``, the default), ``uniform`` in t, or
+    ``logsnr`` (even in the log signal-to-noise, see :func:`logsnr_time_schedule`).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
@@ -103,6 +122,8 @@ def sample(
     elif steps != sde.T:  # the full loop needs no schedule; building one also validates ``steps``
         if spacing == "ou":
             schedule = ou_time_schedule(sde.thetas_cumsum, steps)
+        elif spacing == "logsnr":
+            schedule = logsnr_time_schedule(sde, steps)
         else:
             schedule = timestep_schedule(sde.T, steps)
     noise = _Noise(mu, generator)
