@@ -100,3 +100,10 @@ def test_skip_dropout_fades_out(compose_config):
     for step in (0, 25, 50, 99):
         rates.append(module.skip_dropout_now(step))
     assert rates == pytest.approx([0.25, 0.125, 0.0, 0.0])
+
+
+def test_init_choices_match_the_config():
+    from refusion_pl.config import AUTOENCODER_INITS as CONFIG_INITS
+    from refusion_pl.lit.autoencoder import AUTOENCODER_INITS
+
+    assert CONFIG_INITS == AUTOENCODER_INITS
