@@ -366,10 +366,8 @@ def test_first_order_solvers_are_the_exact_marginal_jumps(steps: int) -> None:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_second_order_ode_converges_faster_than_first_order() -> None:
-    """Smooth analytic problem (Gaussian data, exact model, known ODE endpoint), float64, constant schedule so
-    the steps are uniform. Measured max errors at 10/20/40 steps: order 1 0.27/0.17/0.10 (ratios 1.6, 1.7:
-    first order, approaching 2 slowly), order 2 0.21/0.078/0.019 (ratios 2.7, 4.0: second order)."""
+def _gaussian_ode_problem() -> tuple[IRSDE, torch.Tensor, torch.Tensor, torch.Tensor, object]:
+    """(sde, mu, x_T, exact ODE endpoint, exact model) for Gaussian data N(0.5, 0.2^2), float64, uniform steps."""
     sde = IRSDE(50, 960, "constant", 0.005)
     g = torch.Generator().manual_seed(24)
     mu = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
@@ -377,7 +375,14 @@ def test_second_order_ode_converges_faster_than_first_order() -> None:
     x_T = mu + sde.lam * torch.randn(mu.shape, generator=g, dtype=torch.float64)
     a_T, sb_T = float(sde._decay(sde.T)), float(sde.sigma_bar(sde.T))
     exact = m + s * (x_T - mu - a_T * (m - mu)) / math.sqrt(a_T**2 * s**2 + sb_T**2)
-    model = _gaussian_x0_model(sde, m, s)
+    return sde, mu, x_T, exact, _gaussian_x0_model(sde, m, s)
+
+
+def test_second_order_ode_converges_faster_than_first_order() -> None:
+    """Smooth analytic problem (Gaussian data, exact model, known ODE endpoint), float64, constant schedule so
+    the steps are uniform. Measured max errors at 10/20/40 steps: order 1 0.27/0.17/0.10 (ratios 1.6, 1.7:
+    first order, approaching 2 slowly), order 2 0.21/0.078/0.019 (ratios 2.7, 4.0: second order)."""
+    sde, mu, x_T, exact, model = _gaussian_ode_problem()
     errors = {
         sampler: [(sample(sde, model, mu, x_T, sampler, n) - exact).abs().max().item() for n in (10, 20, 40)]
         for sampler in ("mr_ode1", "mr_ode2")
@@ -466,14 +471,7 @@ def test_logsnr_schedule_spaces_the_log_snr_evenly_and_helps_order_2() -> None:
     gaps = [b - a for a, b in itertools.pairwise(ell)]
     assert max(gaps) / min(gaps) < 1.1, gaps
 
-    sde = IRSDE(50, 960, "constant", 0.005)
-    g = torch.Generator().manual_seed(24)
-    mu = torch.rand(1, 3, 16, 16, generator=g, dtype=torch.float64)
-    m, s = 0.5, 0.2
-    x_T = mu + sde.lam * torch.randn(mu.shape, generator=g, dtype=torch.float64)
-    a_T, sb_T = float(sde._decay(sde.T)), float(sde.sigma_bar(sde.T))
-    exact = m + s * (x_T - mu - a_T * (m - mu)) / math.sqrt(a_T**2 * s**2 + sb_T**2)
-    model = _gaussian_x0_model(sde, m, s)
+    sde, mu, x_T, exact, model = _gaussian_ode_problem()
     err = {
         sp: (sample(sde, model, mu, x_T, "mr_ode2", 10, spacing=sp) - exact).abs().max().item()
         for sp in ("ou", "logsnr")
