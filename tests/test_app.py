@@ -6,9 +6,12 @@ One server for the module: a checkpoint trained here with the smoke preset, a sm
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +35,7 @@ from tests.conftest import FAST_SMOKE
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 
 MAX_PIXELS = 4000  # the server's limit in this test: 40x45 passes, 80x80 is refused
 SETTINGS = {"sampler": "sde", "steps": 3, "tile": "auto", "seed": 7}
@@ -253,3 +257,87 @@ def test_stereo_and_bokeh_checkpoints_restore_like_the_cli(task, tmp_path):
             assert output.read_bytes() == (cli / file.name).read_bytes(), file.name
     finally:
         shutil.rmtree(service.workdir, ignore_errors=True)
+
+
+def blocked_restores(
+    service: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Hold every restoration at a gate: (started, gate); the first request occupies the queue's one worker."""
+    started, gate = threading.Event(), threading.Event()
+    original = service.restore
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        gate.wait(timeout=30)  # a test that never opens the gate still ends (and fails its assertions)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "restore", held)
+    return started, gate
+
+
+def test_a_queued_job_reports_its_position(server, tmp_path, monkeypatch):
+    client, demo = server
+    started, gate = blocked_restores(demo.refusion_service, monkeypatch)
+    write_image(tmp_path / "q.png", photo(16, 16))
+    upload = [handle_file(str(tmp_path / "q.png"))]
+    running = client.submit(upload, "sde", 1, "none", 0, "", "", None, api_name="/restore")
+    assert started.wait(timeout=30)
+    waiting = [
+        client.submit(upload, "sde", 1, "none", 0, "", "", None, api_name="/restore") for _ in range(2)
+    ]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and waiting[1].status().rank is None:
+        time.sleep(0.02)
+    first, second = (job.status() for job in waiting)
+    gate.set()
+    assert (first.code, first.rank) == (Status.IN_QUEUE, 0), first  # next in line
+    assert (second.code, second.rank, second.queue_size) == (Status.IN_QUEUE, 1, 2), second  # one ahead of it
+    assert all(job.result(timeout=60)[2].startswith("Restored 1") for job in [running, *waiting])
+
+
+def test_the_page_in_a_browser_restores_and_shows_the_queue(server, tmp_path, monkeypatch):
+    """Headless Chromium from the distribution: upload, queue behind a running job, result, screenshot."""
+    from refusion_pl import app_browser
+
+    if app_browser.find_browser() is None or importlib.util.find_spec("selenium") is None:
+        message = "no chromium/chromedriver or selenium (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: the browser test must run in CI")
+        pytest.skip(message)
+    client, demo = server
+    url = f"http://127.0.0.1:{demo.server_port}/"
+    started, gate = blocked_restores(demo.refusion_service, monkeypatch)
+    write_image(tmp_path / "photo.png", photo(40, 45))
+    jobs = []
+
+    def occupy_the_worker() -> None:
+        jobs.append(client.submit([handle_file(str(tmp_path / "photo.png"))], *SETTINGS.values(), "", "", None,
+                                  api_name="/restore"))  # fmt: skip
+        assert started.wait(timeout=30)
+
+    def open_gate_once_queued(texts: list[str]) -> None:
+        if any(text.startswith("queue:") for text in texts):
+            gate.set()
+
+    driver = app_browser.chromium()
+    try:
+        page = app_browser.restore_in_browser(
+            driver, url, tmp_path / "photo.png", 60, occupy_the_worker, open_gate_once_queued
+        )
+        shot = app_browser.save_screenshot(driver, tmp_path / "page.png", width=800)
+        not_image = tmp_path / "broken.png"
+        not_image.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+        refused = app_browser.restore_in_browser(driver, url, not_image, 60)
+    finally:
+        gate.set()
+        driver.quit()
+    assert page.errors == [], page.errors
+    assert page.status.startswith("Restored 1 file(s) in"), page.status
+    assert page.images == [(45, 40), (45, 40)]  # before and after, decoded by the browser
+    assert page.downloads == ["photo-restored.png"]
+    assert "queue: 1/1" in page.queue_texts, page.queue_texts  # queued behind the client's running job
+    assert jobs[0].result(timeout=60)[2].startswith("Restored 1")
+    with Image.open(shot) as picture:
+        assert picture.format == "PNG" and picture.width == 800
+    assert any("not a readable image" in error for error in refused.errors), refused
+    assert refused.images == [] and not refused.status.startswith("Restored")

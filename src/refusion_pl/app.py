@@ -227,7 +227,7 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
         gr.Markdown(intro)
         with gr.Row():
             with gr.Column():
-                uploads = gr.File(label="Images", file_count="multiple", type="filepath")
+                uploads = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="uploads")
                 examples = (
                     _examples(int(module.hparams.channels)) if cfg.get("examples") and not stereo else []
                 )
@@ -251,11 +251,15 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
                 src_lens = gr.Textbox(label="Source lens (e.g. Sony50mmf16.0AS)", visible=bokeh)
                 tgt_lens = gr.Textbox(label="Target lens (e.g. Sony50mmf1.8BS)", visible=bokeh)
                 disparity = gr.Number(label="Disparity", visible=bokeh)
-                button = gr.Button("Restore", variant="primary")
+                button = gr.Button("Restore", variant="primary", elem_id="restore")
             with gr.Column():
-                comparison = gr.ImageSlider(label="Before / after", type="pil", format="png")
-                downloads = gr.File(label="Full-resolution results", file_count="multiple")
-                status = gr.Markdown()
+                comparison = gr.ImageSlider(
+                    label="Before / after", type="pil", format="png", elem_id="comparison"
+                )
+                downloads = gr.File(
+                    label="Full-resolution results", file_count="multiple", elem_id="downloads"
+                )
+                status = gr.Markdown(elem_id="status")
         button.click(
             run,
             inputs=[uploads, sampler, steps, tile, seed, src_lens, tgt_lens, disparity],
