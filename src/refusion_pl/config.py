@@ -125,6 +125,8 @@ class ValConfig:
     num_images: int = 2
     sample_steps: int | None = None
     sampler: str = "sde"
+    channels_last: bool = True  # NHWC weights while validating (same outputs; models.prepare_for_inference)
+    compile: bool = False  # torch.compile the network for validation (about a minute of compiling on a CPU)
 
 
 @dataclass

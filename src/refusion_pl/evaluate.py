@@ -34,6 +34,7 @@ from refusion_pl.restore import (
     RestoreError,
     Restorer,
     autocast,
+    inference_settings,
     load_model,
     pick_device,
 )
@@ -203,7 +204,9 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         raise RestoreError("ckpt=PATH is required")
     device = pick_device(str(cfg.device))
     autocast(device, str(cfg.precision))
+    inference = inference_settings(cfg)  # checked before the (slow) model load
     module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    module.prepare_for_inference(device, inference)
     if datamodule is None:
         resolve_task_and_data(cfg, module)
         datamodule = build_datamodule(cfg)

@@ -133,6 +133,18 @@ def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, 
     return module.to(device).eval()
 
 
+def inference_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The config's ``inference:`` node (``compile``, ``channels_last``), checked (absent: the defaults)."""
+    from refusion_pl.models.inference import inference_switches
+
+    node = cfg.get("inference")
+    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    try:
+        return inference_switches(settings)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise RestoreError(str(err)) from None
+
+
 def task_scale(module: Any) -> int:
     """Super-resolution factor of the checkpoint's task (the LQ is upsampled to the output size first)."""
     task = (getattr(module, "run_config", None) or {}).get("task") or {}
@@ -498,7 +510,9 @@ def restore_files(cfg: DictConfig, device_name: str, files: list[Path], root: Pa
     autocast(device, str(cfg.precision))  # validate before the (slow) model load
     parse_tile(cfg.tile), parse_memory(cfg.max_memory)  # validate before the (slow) model load
     lenses = LensSettings.from_config(cfg)  # checked before the (slow) model load
+    inference = inference_settings(cfg)  # checked before the (slow) model load
     module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    module.prepare_for_inference(device, inference)
     restorer = Restorer.from_config(cfg, module, device, progress=bool(cfg.progress))
     if restorer.needs_scalars and lenses is None:
         raise RestoreError(

@@ -13,6 +13,7 @@ from refusion_pl.config import ConfigError
 from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metrics
 from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
+from refusion_pl.models.inference import inference_switches, prepare_for_inference
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE
 
@@ -108,11 +109,13 @@ class DiffusionModule(RestorationModule):
         }
         self._val_seen = 0
         self._val_input_psnr: list[torch.Tensor] = []
+        self._validating_compiled = False
 
     @property
     def noise_model(self) -> torch.nn.Module:
         """The network as the samplers and the loss see it: always predicting the IR-SDE noise."""
-        return noise_model(self.net, self.sde, self.prediction)
+        net = self.__dict__.get("_compiled_net", self.net) if self._validating_compiled else self.net
+        return noise_model(net, self.sde, self.prediction)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume training with SDE settings that differ from the ones the weights learned."""
@@ -195,10 +198,39 @@ class DiffusionModule(RestorationModule):
             cond_scalars=cond_scalars,
         )
 
+    def prepare_for_inference(
+        self, device: torch.device | str | None = None, settings: dict[str, Any] | None = None
+    ) -> DiffusionModule:
+        """Both networks in their fastest same-output form (`models.prepare_for_inference`), in place.
+
+        `settings`: an `inference:` config node (`compile`, `channels_last`; null: the device's default).
+        """
+        switches = inference_switches(settings)
+        for net in (self.net, self.autoencoder):
+            if net is not None:
+                prepare_for_inference(net, device, **switches)
+        return self
+
+    def _validation_memory_format(self, validating: bool) -> None:
+        """`val.channels_last`: NHWC weights while validation samples, plain NCHW again for training."""
+        if not self.val_cfg.get("channels_last", True):
+            return
+        memory_format = torch.channels_last if validating else torch.contiguous_format
+        for net in (self.net, self.autoencoder):
+            if net is not None:
+                net.to(memory_format=memory_format)
+
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._val_seen = 0
         self._val_input_psnr = []
+        self._validation_memory_format(True)
+        if self.val_cfg.get("compile", False):
+            # A compiled view of the training network, kept out of the module tree (no new state-dict keys,
+            # training itself stays eager); its graphs are reused by every later validation.
+            if "_compiled_net" not in self.__dict__:
+                self.__dict__["_compiled_net"] = torch.compile(self.net)
+            self._validating_compiled = True
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._val_seen >= self.val_cfg["num_images"]:
@@ -221,6 +253,8 @@ class DiffusionModule(RestorationModule):
             self.add_panel(*(side_by_side(image, self.views) for image in images))
 
     def on_validation_epoch_end(self) -> None:
+        self._validation_memory_format(False)
+        self._validating_compiled = False
         if self.val_metrics.count == 0:
             return
         self.log_metrics("val", self.val_metrics.compute())

@@ -22,8 +22,34 @@ class LayerNorm2d(nn.Module):
         self.g = nn.Parameter(torch.ones(1, channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if is_channels_last(x):
+            # NHWC memory: the channels of a pixel are contiguous, so one fused layer_norm kernel does it all.
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.g.reshape(-1), None, self.eps)
+            return normed.permute(0, 3, 1, 2)
         var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.g
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """True for a 4-D tensor stored NHWC with more than one pixel (1x1 maps are ambiguous: keep NCHW code)."""
+    return (
+        x.dim() == 4
+        and x.shape[-2] * x.shape[-1] > 1
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )
+
+
+def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 convolution; on NHWC memory computed as one matrix multiply over channels.
+
+    On NHWC memory the pixels are rows of a (pixels, channels) matrix, so `F.linear` needs no im2col and
+    no layout copies (PyTorch's CPU conv falls back to a slow path for 1x1 kernels on one thread).
+    """
+    if not is_channels_last(x):
+        return conv(x)
+    out = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+    return out.permute(0, 3, 1, 2)
 
 
 class SimpleGate(nn.Module):

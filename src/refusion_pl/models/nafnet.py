@@ -19,6 +19,7 @@ from refusion_pl.models.layers import (
     SinusoidalEmbedding,
     as_batch_vector,
     pad_to_multiple,
+    pointwise,
 )
 
 Variant = Literal["pixel", "latent", "stereo", "bokeh"]
@@ -96,17 +97,17 @@ class NAFBlock(nn.Module):
         mod = self.mlp(emb)[:, :, None, None]
         shift_att, scale_att, shift_ffn, scale_ffn = mod.chunk(4, dim=1)
         x = self.norm1(inp) * (scale_att + 1) + shift_att
-        x = self.sg(self.conv2(self.conv1(x)))
-        x = self.conv3(x * self.sca(x))
+        x = self.sg(self.conv2(pointwise(self.conv1, x)))
+        x = pointwise(self.conv3, x * self.sca(x))
         y = inp + x * self.beta
         x = self.norm2(y) * (scale_ffn + 1) + shift_ffn
-        x = self.sg(self.conv4(x))
+        x = self.sg(pointwise(self.conv4, x))
         if self.cam_mlp is not None:
             if extra is None:
                 raise ValueError("this block needs the extra conditioning embedding (cond_scalars)")
             scale_cam, shift_cam = self.cam_mlp(extra)[:, :, None, None].chunk(2, dim=1)
             x = x * (scale_cam + 1) + shift_cam
-        out = y + self.conv5(x) * self.gamma
+        out = y + pointwise(self.conv5, x) * self.gamma
         return self.fusion(out) if self.fusion is not None else out
 
 
@@ -182,7 +183,8 @@ class ConditionalNAFNet(nn.Module):
             emb = torch.cat([emb, emb], dim=0)
         inp = pad_to_multiple(torch.cat([x - cond, cond], dim=1), self.pad_multiple)
         out = self._unet(inp, emb, extra)[..., :h, :w]
-        return torch.cat(out.chunk(2, dim=0), dim=1) if self.stereo else out
+        # Channels-last weights (prepare_for_inference) give NHWC maps; callers get plain NCHW back.
+        return torch.cat(out.chunk(2, dim=0), dim=1) if self.stereo else out.contiguous()
 
     def _extra_embedding(self, cond_scalars: Tensor | None, batch: int) -> Tensor | None:
         """Embed the bokeh scalars (B, 3) like time steps, concatenate, and expand with `cam_mlp`."""
