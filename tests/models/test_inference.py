@@ -135,7 +135,7 @@ def test_compiled_net_runs_and_equals_eager() -> None:
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"compile": "yes"}, "inference.compile='yes'"), ({"fast": True}, "inference.fast")],
+    [({"compile": "yes"}, r"inference\.compile='yes'"), ({"fast": True}, r"inference\.fast")],
 )
 def test_bad_inference_settings_name_the_key(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -144,3 +144,17 @@ def test_bad_inference_settings_name_the_key(settings: dict[str, Any], message: 
 
 def test_missing_inference_settings_mean_the_defaults() -> None:
     assert inference_switches(None) == {"compile": None, "channels_last": None}
+
+
+def test_sampling_embeds_the_time_once_per_step() -> None:
+    """Per step: one network call and one time embedding (the blocks only apply their own linear map)."""
+    from refusion_pl.sampling import sample
+    from refusion_pl.sde import IRSDE
+
+    net = prepare_for_inference(original_net("pixel"))
+    calls = {"net": 0, "time_mlp": 0}
+    net.register_forward_hook(lambda *_: calls.__setitem__("net", calls["net"] + 1))
+    net.time_mlp.register_forward_hook(lambda *_: calls.__setitem__("time_mlp", calls["time_mlp"] + 1))
+    sde = IRSDE(max_sigma=50, T=10)
+    sample(sde, net, torch.rand(1, 3, 16, 16), sampler="ode", steps=4)
+    assert calls == {"net": 4, "time_mlp": 4}
