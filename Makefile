@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-all lint format demo smoke clean
+.PHONY: install test test-all lint format demo smoke clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Speed benchmark (not part of `make test`): ratios against the original network + sampler, timed side by side.
+# BENCH_ARGS=--quick for a few minutes; results in benchmarks/results/bench*.{json,md}.
+BENCH_ARGS ?=
+bench: install
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 smoke: install
 	$(PY) -m refusion_pl.train experiment=smoke

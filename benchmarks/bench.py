@@ -1,0 +1,544 @@
+"""Speed benchmark (issue 11): every figure a ratio against a baseline timed in the same process, same weights.
+
+Sections (random weights: speed does not depend on training):
+- machine: the fp32 GEMM rate (the physical yardstick for achieved FLOP/s);
+- sampling: probability-flow sampling, s/step, of the original implementation's network and sampler
+  (`original_baseline.py`: eager fp32 NCHW, channel LayerNorm as var/mean) against this project's sampler with
+  `prepare_for_inference` (and its plain eager network), pixel and latent nets, outputs compared;
+- flops: parameters, FLOPs per step (`FlopCounterMode`) and achieved FLOP/s as a share of the GEMM rate;
+- training: diffusion-stage training steps (forward, loss, backward, AdamW) in images/s, plain eager NCHW
+  against channels-last, and the autoencoder stage likewise;
+- autoencoder: encode + decode at full resolution, plain eager against prepared;
+- latent_vs_pixel: one sampling step at 1024x1024 in pixel space and in the latent space, same net width;
+- large_image: the 6000x4000 restoration (paper autoencoder + paper noise net, 20 steps) extrapolated per pixel
+  from measured rates (tiling runs the same layers tile by tile; it adds halo work, not less).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench.py --quick      # a few minutes
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench.py              # the recorded run (idle machine)
+    .venv/bin/python benchmarks/bench.py --device cuda --net paper --compile --precision bf16
+
+Writes `benchmarks/results/bench[_quick|_<device>].json` and `.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from original_baseline import OriginalNAFNet, original_reverse_ode  # noqa: E402
+
+from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder, prepare_for_inference  # noqa: E402
+from refusion_pl.sampling import sample  # noqa: E402
+from refusion_pl.sde import IRSDE  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+LATENT_FACTOR = 8  # the paper autoencoder downsamples by 8 ([4, 8, 8, 16]: 2 ** 3)
+LATENT_CHANNELS = 8
+
+
+# ---- timing helpers ---------------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def side_by_side(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Best-of-`repeats` seconds per function, run interleaved so that load changes hit all of them alike."""
+    for fn in fns.values():  # warm-up (allocator, oneDNN primitive caches, compilation)
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn, device))
+    return best
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
+
+
+# ---- networks ---------------------------------------------------------------------------------------------------
+def net_settings(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "conf" / "net" / f"{name}.yaml").read_text())
+
+
+def noise_nets(settings: dict[str, Any], variant: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(ours, the original's) with the same random weights; residual scales non-zero so every block counts."""
+    torch.manual_seed(0)
+    channels = 3 if variant == "pixel" else LATENT_CHANNELS
+    ours = ConditionalNAFNet(img_channel=channels, variant=variant, **settings)
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if name.endswith((".beta", ".gamma")) or name.endswith(".g"):
+                p.uniform_(0.5, 1.0)
+    original = OriginalNAFNet(img_channel=channels, intro_skip=variant == "latent", **settings)
+    original.load_state_dict(ours.state_dict(), strict=True)
+    return ours.to(device).eval(), original.to(device).eval()
+
+
+def autoencoder(settings: dict[str, Any], device: torch.device) -> UNetAutoencoder:
+    torch.manual_seed(0)
+    return UNetAutoencoder(**settings).init_signal_preserving().to(device).eval()
+
+
+def parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+def gemm_rate(device: torch.device, n: int, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a square matrix multiply (best of 5)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = side_by_side({"mm": lambda: a @ b}, device, 5)["mm"]
+    return 2 * n**3 / seconds
+
+
+def step_flops(net: nn.Module, x: Tensor, t: Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x, x, t)
+    return counter.get_total_flops()
+
+
+def bench_sampling(args: argparse.Namespace, device: torch.device, gemm: float) -> list[dict[str, Any]]:
+    settings = net_settings(args.net)["nafnet"]
+    rows = []
+    for variant in ("pixel", "latent"):
+        ours, original = noise_nets(settings, variant, device)
+        prepared = prepare_for_inference(
+            copy.deepcopy(ours), device, compile=args.compile, channels_last=not args.no_channels_last
+        )
+        nets = {"original": original, "eager": ours, "prepared": prepared}  # eager: no prepare_for_inference
+        for size in args.sizes:
+            rows.append(time_sampling(args, device, gemm, variant, size, nets))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def time_sampling(
+    args: argparse.Namespace,
+    device: torch.device,
+    gemm: float,
+    variant: str,
+    size: int,
+    nets: dict[str, nn.Module],
+) -> dict[str, Any]:
+    """`args.steps` ODE steps of each net at one image size (latent nets: the latent of that image)."""
+    side = size if variant == "pixel" else size // LATENT_FACTOR
+    channels = 3 if variant == "pixel" else LATENT_CHANNELS
+    gen = torch.Generator().manual_seed(1)
+    mu = torch.rand(1, channels, side, side, generator=gen).to(device)
+    x_t = (mu + 0.2 * torch.randn(mu.shape, generator=gen).to(device)).contiguous()
+    t = torch.full((1,), args.steps, device=device)
+    sde = IRSDE(max_sigma=50, T=args.steps, schedule="cosine").to(device)
+    outs: dict[str, Tensor] = {}
+
+    def original() -> None:
+        outs["original"] = original_reverse_ode(sde, nets["original"], mu, x_t)
+
+    def eager() -> None:
+        outs["eager"] = sample(sde, nets["eager"], mu, x_T=x_t, sampler="ode")
+
+    def prepared() -> None:
+        outs["prepared"] = sample(sde, nets["prepared"], mu, x_T=x_t, sampler="ode")
+
+    def net_call() -> None:
+        with torch.no_grad():
+            nets["prepared"](x_t, mu, t)
+
+    with autocast(device, args.precision):
+        compile_s = timed(prepared, device) if args.compile else None
+        seconds = side_by_side(
+            {"original": original, "eager": eager, "prepared": prepared}, device, args.repeats
+        )
+        net_only = side_by_side({"net": net_call}, device, args.repeats)["net"]
+    flops = step_flops(nets["eager"], x_t, t)
+    per_step = {k: v / args.steps for k, v in seconds.items()}
+    return {
+        "variant": variant,
+        "image": size,
+        "net_input": side,
+        "steps": args.steps,
+        "s_per_step": per_step,
+        "speedup_vs_original": seconds["original"] / seconds["prepared"],
+        "eager_vs_original": seconds["original"] / seconds["eager"],
+        "sampler_overhead_s_per_step": per_step["prepared"] - net_only,
+        "rel_err_vs_original": rel_err(outs["prepared"], outs["original"]),
+        "params": parameters(nets["eager"]),
+        "gflop_per_step": flops / 1e9,
+        "achieved_gflops": flops / per_step["prepared"] / 1e9,
+        "fraction_of_gemm": flops / per_step["prepared"] / gemm,
+        "original_fraction_of_gemm": flops / per_step["original"] / gemm,
+        "compile_s": compile_s,
+    }
+
+
+def train_step_fn(
+    net: nn.Module, batch: int, channels: int, side: int, device: torch.device
+) -> Callable[[], None]:
+    """One diffusion training step (the IR-SDE loss, backward, AdamW) on fixed random data."""
+    sde = IRSDE(max_sigma=50, T=100).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    gen = torch.Generator().manual_seed(2)
+    x0, mu, noise = (torch.rand(batch, channels, side, side, generator=gen).to(device) for _ in range(3))
+    t = torch.randint(1, 101, (batch,), generator=gen).to(device)
+    cl = next(p for p in net.parameters() if p.dim() == 4 and p.shape[-1] == 3).is_contiguous() is False
+    if cl:
+        x0, mu, noise = (v.contiguous(memory_format=torch.channels_last) for v in (x0, mu, noise))
+
+    def step() -> None:
+        xt = sde.forward_sample(x0, mu, t, noise)
+        loss = sde.training_loss(net(xt, mu, t), xt, x0, mu, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def ae_step_fn(ae: UNetAutoencoder, batch: int, side: int, device: torch.device) -> Callable[[], None]:
+    """One autoencoder-stage step: both reconstruction losses of stage 1, backward, AdamW."""
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=1e-5)
+    gen = torch.Generator().manual_seed(3)
+    lq, gt = (torch.rand(batch, 3, side, side, generator=gen).to(device) for _ in range(2))
+
+    def step() -> None:
+        latent_lq, hidden = ae.encode(lq)
+        latent_gt, _ = ae.encode(gt)
+        loss = (ae.decode(latent_lq, hidden) - lq).abs().mean() + (
+            ae.decode(latent_gt, hidden) - gt
+        ).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_training(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    settings = net_settings(args.net)
+    rows = []
+    cases = [("pixel", 3, args.train_crop), ("latent", LATENT_CHANNELS, args.train_crop // LATENT_FACTOR * 2)]
+    for variant, channels, side in cases:
+        ours, original = noise_nets(settings["nafnet"], variant, device)
+        fast = copy.deepcopy(ours).train().to(memory_format=torch.channels_last)
+        if args.compile:
+            fast.compile()
+        fns = {
+            "original": train_step_fn(original.train(), args.train_batch, channels, side, device),
+            "eager": train_step_fn(ours.train(), args.train_batch, channels, side, device),
+            "channels_last": train_step_fn(fast, args.train_batch, channels, side, device),
+        }
+        seconds = side_by_side(fns, device, args.repeats)
+        rows.append(
+            {
+                "stage": f"diffusion ({variant})",
+                "batch": args.train_batch,
+                "crop": side,
+                "images_per_s": {k: args.train_batch / v for k, v in seconds.items()},
+                "speedup_vs_original": seconds["original"] / seconds["channels_last"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    ae = autoencoder(settings["autoencoder"], device).train()
+    fast_ae = copy.deepcopy(ae).to(memory_format=torch.channels_last)
+    side = args.train_crop
+    seconds = side_by_side(
+        {
+            "eager": ae_step_fn(ae, args.train_batch, side, device),
+            "channels_last": ae_step_fn(fast_ae, args.train_batch, side, device),
+        },
+        device,
+        args.repeats,
+    )
+    rows.append(
+        {
+            "stage": "autoencoder",
+            "batch": args.train_batch,
+            "crop": side,
+            "images_per_s": {k: args.train_batch / v for k, v in seconds.items()},
+            "speedup_vs_original": seconds["eager"] / seconds["channels_last"],
+        }
+    )
+    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_autoencoder(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    ae = autoencoder(net_settings(args.net)["autoencoder"], device)
+    prepared = prepare_for_inference(copy.deepcopy(ae), device, compile=args.compile)
+    x = torch.rand(1, 3, args.ae_size, args.ae_size, generator=torch.Generator().manual_seed(4)).to(device)
+    outs: dict[str, Tensor] = {}
+
+    def round_trip(name: str, net: UNetAutoencoder) -> Callable[[], None]:
+        def go() -> None:
+            with torch.no_grad():
+                outs[name] = net.decode(*net.encode(x))
+
+        return go
+
+    with autocast(device, args.precision):
+        seconds = side_by_side(
+            {"eager": round_trip("eager", ae), "prepared": round_trip("prepared", prepared)},
+            device,
+            args.repeats,
+        )
+    row = {
+        "image": args.ae_size,
+        "s": seconds,
+        "speedup": seconds["eager"] / seconds["prepared"],
+        "rel_err": rel_err(outs["prepared"], outs["eager"]),
+        "params": parameters(ae),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bench_latent_vs_pixel(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """One prepared sampling step at `size` in pixel space and in latent space, same net settings."""
+    settings = net_settings(args.net)["nafnet"]
+    size = args.compare_size
+    seconds = {}
+    for variant in ("pixel", "latent"):
+        ours, _ = noise_nets(settings, variant, device)
+        net = prepare_for_inference(ours, device, compile=args.compile)
+        side, channels = (size, 3) if variant == "pixel" else (size // LATENT_FACTOR, LATENT_CHANNELS)
+        x = torch.rand(1, channels, side, side, device=device)
+        t = torch.full((1,), 10, device=device)
+        with torch.no_grad(), autocast(device, args.precision):
+            seconds[variant] = side_by_side({"step": lambda n=net, v=x, s=t: n(v, v, s)}, device, 1)["step"]
+    row = {
+        "image": size,
+        "s_per_step": seconds,
+        "latent_speedup_per_step": seconds["pixel"] / seconds["latent"],
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def extrapolate_large_image(
+    args: argparse.Namespace, device: torch.device, ae_row: dict[str, Any], steps: int = 20
+) -> dict[str, Any]:
+    """6000x4000, paper autoencoder + paper noise net, `steps` steps: per-pixel rates measured at a smaller size."""
+    paper = net_settings("paper")
+    net = prepare_for_inference(
+        noise_nets(paper["nafnet"], "latent", device)[0], device, compile=args.compile
+    )
+    side = args.ae_size // LATENT_FACTOR
+    x = torch.rand(1, LATENT_CHANNELS, side, side, device=device)
+    t = torch.full((1,), 10, device=device)
+    with torch.no_grad(), autocast(device, args.precision):
+        step_s = side_by_side({"step": lambda: net(x, x, t)}, device, 1)["step"]
+    scale = 6000 * 4000 / args.ae_size**2
+    ae_s = ae_row["s"]["prepared"] * scale if args.net == "paper" else None
+    if ae_s is None:
+        ae = prepare_for_inference(autoencoder(paper["autoencoder"], device), device, compile=args.compile)
+        img = torch.rand(1, 3, args.ae_size, args.ae_size, device=device)
+        with torch.no_grad(), autocast(device, args.precision):
+            ae_s = side_by_side({"ae": lambda: ae.decode(*ae.encode(img))}, device, 1)["ae"] * scale
+    row = {
+        "measured_at": args.ae_size,
+        "paper_net_step_s_at_measured": step_s,
+        "estimated_sampling_s": step_s * scale * steps,
+        "estimated_autoencoder_s": ae_s,
+        "estimated_total_s": step_s * scale * steps + ae_s,
+        "steps": steps,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# ---- main -------------------------------------------------------------------------------------------------------
+def autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_start": os.getloadavg(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Speed benchmark ({'quick' if report['args']['quick'] else 'full'})",
+        "",
+        f"Machine: {m.get('gpu') or m['processor']}, {m['threads']} thread(s), torch {m['torch']}, "
+        f"load average at start {m['load_average_at_start'][0]:.1f}. fp32 GEMM: {report['gemm_gflops']:.0f} GFLOP/s. "
+        f"Net `{report['args']['net']}`, precision {report['args']['precision']}, "
+        f"compile {report['args']['compile']}.",
+        "",
+        "## Sampling (probability-flow ODE), s/step; ratios against the original network + sampler",
+        "",
+        "| net | image | net input | original | project eager | prepared | speedup | eager vs original "
+        "| rel. error | sampler overhead | GFLOP/step | achieved GFLOP/s | of GEMM rate (original) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["sampling"]:
+        s = r["s_per_step"]
+        lines.append(
+            f"| {r['variant']} | {r['image']} | {r['net_input']} | {s['original']:.3f} | {s['eager']:.3f} | "
+            f"{s['prepared']:.3f} | **{r['speedup_vs_original']:.2f}x** | {r['eager_vs_original']:.2f}x | "
+            f"{r['rel_err_vs_original']:.1e} | {r['sampler_overhead_s_per_step'] * 1e3:.1f} ms | "
+            f"{r['gflop_per_step']:.2f} | {r['achieved_gflops']:.1f} | {r['fraction_of_gemm']:.1%} "
+            f"({r['original_fraction_of_gemm']:.1%}) |"
+        )
+    lines += ["", f"Parameters: {report['sampling'][0]['params'] / 1e6:.2f} M (pixel net).", ""]
+    if report.get("training"):
+        lines += [
+            "## Training steps, images/s; ratio of channels-last against the original (AE: plain eager)",
+            "",
+            "| stage | batch x crop | original | project eager | channels-last | speedup |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["training"]:
+            ips = r["images_per_s"]
+            orig = f"{ips['original']:.2f}" if "original" in ips else "-"
+            lines.append(
+                f"| {r['stage']} | {r['batch']} x {r['crop']} | {orig} | {ips['eager']:.2f} | "
+                f"{ips['channels_last']:.2f} | **{r['speedup_vs_original']:.2f}x** |"
+            )
+        lines.append("")
+    if report.get("autoencoder"):
+        a = report["autoencoder"]
+        lines += [
+            "## Autoencoder encode + decode at full resolution",
+            "",
+            f"{a['image']}x{a['image']}: eager {a['s']['eager']:.2f} s, prepared {a['s']['prepared']:.2f} s: "
+            f"**{a['speedup']:.2f}x** (rel. error {a['rel_err']:.1e}, {a['params'] / 1e6:.2f} M parameters).",
+            "",
+        ]
+    if report.get("latent_vs_pixel"):
+        c = report["latent_vs_pixel"]
+        lines += [
+            f"## Latent vs pixel sampling at {c['image']}x{c['image']} (same net settings, prepared)",
+            "",
+            f"Per step: pixel {c['s_per_step']['pixel']:.2f} s, latent {c['s_per_step']['latent']:.3f} s: "
+            f"**{c['latent_speedup_per_step']:.1f}x** (the latent run also encodes and decodes once).",
+            "",
+        ]
+    if report.get("large_image"):
+        g = report["large_image"]
+        lines += [
+            "## 6000x4000, paper autoencoder + paper noise net (extrapolated, not run)",
+            "",
+            f"From rates at {g['measured_at']}x{g['measured_at']}: sampling {g['estimated_sampling_s']:.0f} s "
+            f"({g['steps']} steps), autoencoder {g['estimated_autoencoder_s']:.0f} s, total "
+            f"**{g['estimated_total_s'] / 60:.1f} min** on this machine.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes and few steps: minutes on 2 cores")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--net", default=None, help="conf/net preset (default: small; paper on GPU)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sampling image sizes")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (= T of the timed SDE)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the prepared nets")
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="sections to skip: training autoencoder compare large"
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    gpu = args.device.startswith("cuda")
+    args.net = args.net or ("paper" if gpu else "small")
+    args.sizes = args.sizes or ([64, 128] if args.quick else [256, 512])
+    args.steps = args.steps or (3 if args.quick else 10)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.train_crop = 64 if args.quick else 128
+    args.train_batch = 2 if args.quick else 4
+    args.ae_size = 128 if args.quick else 512
+    args.compare_size = 256 if args.quick else 1024
+    suffix = "_quick" if args.quick else ""
+    suffix += "" if args.device == "cpu" else f"_{args.device.replace(':', '')}"
+    args.output = args.output or RESULTS / f"bench{suffix}"
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    report: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    }
+    report["machine"] = machine(device)
+    started = time.perf_counter()
+    report["gemm_gflops"] = gemm_rate(device, 1024 if args.quick else 2048) / 1e9
+    print(f"GEMM {report['gemm_gflops']:.0f} GFLOP/s", flush=True)
+    report["sampling"] = bench_sampling(args, device, report["gemm_gflops"] * 1e9)
+    if "training" not in args.skip:
+        report["training"] = bench_training(args, device)
+    if "autoencoder" not in args.skip:
+        report["autoencoder"] = bench_autoencoder(args, device)
+    if "compare" not in args.skip:
+        report["latent_vs_pixel"] = bench_latent_vs_pixel(args, device)
+    if "large" not in args.skip and "autoencoder" not in args.skip:
+        report["large_image"] = extrapolate_large_image(args, device, report["autoencoder"])
+    report["wall_s"] = time.perf_counter() - started
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.output.with_suffix(".json"), args.output.with_suffix(".md")
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(json_path)
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text(markdown(report) + "\n")
+    tmp.replace(md_path)
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
