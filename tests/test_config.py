@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import open_dict
+import logging
+import re
+import shutil
+import sys
 
-from refusion_pl.config import CONFIG_DIR, ConfigError, validate_config
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from refusion_pl.config import CONFIG_DIR, ConfigError, ModelName, Sampler, validate_config
 
 GROUPS = {
     name: sorted(p.stem for p in (CONFIG_DIR / name).glob("*.yaml"))
@@ -70,8 +78,25 @@ def test_sampler_choices_match_the_library(compose_config):
 
     assert CONFIG_SAMPLERS == SAMPLERS
     validate_config(compose_config("sde.sampler=mr_ode2", "sde.sample_steps=10", "val.sampler=mr_sde2"))
-    with pytest.raises(ConfigError, match=r"sde\.sampler='mr_ode3'.*mr_ode1, mr_ode2, mr_sde1, mr_sde2"):
-        validate_config(compose_config("sde.sampler=mr_ode3"))
+    message = composition_error(compose_config, "sde.sampler=mr_ode3")
+    assert (
+        "sde.sampler" in message
+        and "'mr_ode3'" in message
+        and "mr_ode1, mr_ode2, mr_sde1, mr_sde2" in message
+    )
+
+
+def test_spacing_choices_match_the_library_and_bad_ones_name_the_key(compose_config):
+    from refusion_pl.config import SPACINGS as CONFIG_SPACINGS
+    from refusion_pl.sampling import SPACINGS
+
+    assert CONFIG_SPACINGS == SPACINGS
+    cfg = validate_config(compose_config("sde.spacing=logsnr", "sde.sample_steps=10"))
+    assert cfg.sde.spacing == cfg.val.spacing == "logsnr"  # validation samples with the same spacing
+    assert compose_config().sde.spacing == "ou"  # the default is unchanged
+    for key in ("sde.spacing", "val.spacing"):
+        message = composition_error(compose_config, f"{key}=even")
+        assert key in message and "'even'" in message and "ou, uniform, logsnr" in message, message
 
 
 @pytest.mark.parametrize("experiment", ["smoke", "demo"])
@@ -80,31 +105,46 @@ def test_size_presets_do_not_pin_choices(compose_config, experiment):
     assert cfg.task.name == "derain" and cfg.model.name == "pixel" and cfg.optim.name == "adamw"
 
 
+def composition_error(compose_config, *overrides: str) -> str:
+    """The message Hydra prints when composing fails (the error and the OmegaConf error under it)."""
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(*overrides)
+    return f"{info.value}\n{info.value.__cause__}"
+
+
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("override", "key", "allowed"),
     [
-        ("sde.steps=0", "sde.steps"),
-        ("sde.eps=1.5", "sde.eps"),
-        ("sde.max_sigma=-1", "sde.max_sigma"),
-        ("sde.schedule=quadratic", "sde.schedule"),
-        ("sde.sampler=ddim", "sde.sampler"),
-        ("sde.prediction=eps", "sde.prediction"),
-        ("sde.sample_steps=500", "sde.sample_steps"),
-        ("optim.lr=0", "optim.lr"),
-        ("stage=finetune", "stage"),
-        ("model.name=vae", "model"),
+        ("sde.schedule=quadratic", "sde.schedule", "cosine, linear, constant"),
+        ("sde.sampler=ddim", "sde.sampler", "posterior"),
+        ("sde.prediction=eps", "sde.prediction", "noise, x0"),
+        ("val.sampler=ddim", "val.sampler", "mr_sde2"),
+        ("stage=finetune", "stage", "auto, autoencoder, diffusion"),
+        ("model.name=vae", "model.name", "latent, pixel"),
+        ("optim.name=sgd", "optim.name", "lion, adamw"),
+        ("scheduler.name=step", "scheduler.name", "cosine, multistep, constant"),
+        ("autoencoder.init=kaiming", "autoencoder.init", "signal_preserving, default"),
+        ("net.nafnet.variant=mono", "net.nafnet.variant", "stereo, bokeh"),
     ],
 )
-def test_bad_values_name_the_key(compose_config, override, key):
-    cfg = compose_config(override)
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_config(cfg)
+def test_choice_keys_fail_while_composing(compose_config, override, key, allowed):
+    """Enums in the schema: Hydra refuses a bad choice while composing (``--cfg job`` too), before anything runs."""
+    message = composition_error(compose_config, override)
+    value = override.split("=")[1]
+    assert key in message and f"'{value}'" in message and allowed in message, message
 
 
-def test_bad_type_names_the_key(compose_config):
-    cfg = compose_config("sde.steps=many")
-    with pytest.raises(ConfigError, match="steps"):
-        validate_config(cfg)
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sde.steps=many", r"'many' of type 'str' could not be converted to Integer"),
+        ("sde.stpes=10", r"Key 'stpes' not in 'SDEConfig'"),
+        ("seed=abc", r"'abc' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_types_and_unknown_keys_fail_while_composing(compose_config, override, message):
+    text = composition_error(compose_config, override)
+    assert re.search(message, text) and override.split("=")[0] in text, text
 
 
 def test_unknown_group_option_lists_the_choices(compose_config):
@@ -113,10 +153,62 @@ def test_unknown_group_option_lists_the_choices(compose_config):
     assert "adam_w" in str(info.value) and "adamw" in str(info.value)
 
 
-def test_typo_in_a_config_file_names_the_key(compose_config):
-    cfg = compose_config()
-    with open_dict(cfg):
-        cfg.sde.stpes = 10
+def test_a_key_added_with_plus_is_refused_by_the_schema(compose_config):
+    """``+sde.stpes=10`` is how Hydra adds keys, even to typed nodes; the start-up check refuses it."""
+    cfg = compose_config("+sde.stpes=10")
+    with pytest.raises(ConfigError, match=r"'sde\.stpes'"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("sde.steps=0", "sde.steps"),
+        ("sde.eps=1.5", "sde.eps"),
+        ("sde.max_sigma=-1", "sde.max_sigma"),
+        ("sde.sample_steps=500", "sde.sample_steps"),
+        ("optim.lr=0", "optim.lr"),
+        ("autoencoder.skip_dropout=1.5", "autoencoder.skip_dropout"),
+    ],
+)
+def test_out_of_range_values_name_the_key(compose_config, override, key):
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError, match=re.escape(override)):
+        validate_config(cfg)
+
+
+def test_composed_choices_are_enums_and_reach_modules_as_strings(compose_config):
+    from refusion_pl.train import _plain
+
+    cfg = compose_config("sde.sampler=ode", "model=pixel")
+    assert cfg.sde.sampler is Sampler.ode and cfg.model.name is ModelName.pixel
+    plain = _plain(cfg.sde)
+    assert plain["sampler"] == "ode" and type(plain["sampler"]) is str  # checkpoints hold no config classes
+    assert type(_plain(cfg.model.name)) is str
+
+
+def test_typo_in_a_config_file_names_the_key(tmp_path):
+    """A typo'd key in a YAML file fails while Hydra composes, naming the key and the file's group."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    with (conf / "sde" / "default.yaml").open("a") as handle:
+        handle.write("stpes: 10\n")
+    GlobalHydra.instance().clear()
+    try:
+        with (
+            initialize_config_dir(config_dir=str(conf), version_base="1.3"),
+            pytest.raises(ConfigCompositionException) as info,
+        ):
+            compose("train")
+    finally:
+        GlobalHydra.instance().clear()
+    assert "stpes" in f"{info.value} {info.value.__cause__}"
+
+
+def test_typo_in_an_untyped_config_names_the_key(compose_config):
+    """In-process callers may hand ``train`` a plain config: validate_config merges the schema over it."""
+    cfg = OmegaConf.create(OmegaConf.to_container(compose_config()))
+    cfg.sde.stpes = 10
     with pytest.raises(ConfigError, match="stpes"):
         validate_config(cfg)
 
@@ -172,3 +264,55 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
 def test_stereo_and_bokeh_mismatches_name_the_keys(compose_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_config(*overrides))
+
+
+def run_train_app(monkeypatch, cwd, *args: str) -> tuple[list[float], int | str | None]:
+    """Hydra's own entry machinery in-process (compose, callbacks, sweeper, launcher) around a stand-in task
+    that records each job it is given; returns (max_sigma of each job run, exit code)."""
+    jobs: list[float] = []
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+    def task(cfg: DictConfig) -> None:
+        jobs.append(cfg.sde.max_sigma)
+
+    monkeypatch.setattr(sys, "argv", ["train", *args])
+    monkeypatch.chdir(cwd)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    GlobalHydra.instance().clear()
+    code = None
+    try:
+        task()
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        GlobalHydra.instance().clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return jobs, code
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["sde.steps=0"], "sde.steps=0"),  # a range: the ValidateConfig callback, before run_job
+        (["-m", "sde.max_sigma=10,-1"], "sweep job 1 (sde.max_sigma=-1): sde.max_sigma=-1"),  # one bad job
+        (["-m", "sde.sampler=sde,ddim"], "sde.sampler=ddim"),  # a choice in a sweep: composing it fails
+        (["--cfg", "job", "sde.sampler=ddim"], "'ddim', expected one of [sde, ode"),  # --cfg validates
+    ],
+)
+def test_bad_value_fails_before_any_directory_or_job(monkeypatch, capsys, tmp_path, args, named):
+    jobs, code = run_train_app(monkeypatch, tmp_path, *args)
+    out = capsys.readouterr()
+    assert code not in (None, 0) and jobs == []
+    assert named in out.err, out.err
+    assert list(tmp_path.iterdir()) == []  # no run directory, no sweep directory
+
+
+def test_valid_sweep_runs_every_job(monkeypatch, tmp_path):
+    """The pre-launch checks compose each job as the launcher does and let a valid sweep through unchanged."""
+    jobs, code = run_train_app(
+        monkeypatch, tmp_path, "-m", "sde.max_sigma=10,30", f"hydra.sweep.dir={tmp_path}/s"
+    )
+    assert code is None and jobs == [10.0, 30.0]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0", "1", "multirun.yaml"]

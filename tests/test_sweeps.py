@@ -61,16 +61,18 @@ def test_grid_sweep_and_report(tmp_path):
 
 
 def test_failing_job_keeps_the_others(tmp_path):
-    """Job 0 fails (a bad value), job 1 still runs and keeps its results; the report names the failure."""
+    """Job 0 fails while it runs (its dataset is missing), job 1 still runs and keeps its results; the report
+    names the failure. (A bad config value fails the whole sweep before any job: tests/test_config.py.)"""
     sweep = tmp_path / "failing"
-    result = multirun(sweep, *FAST, "sde.max_sigma=-1,10")
+    missing = tmp_path / "no_such_dataset"
+    result = multirun(sweep, *FAST, f"data.root={missing},null")
     assert result.returncode != 0  # Hydra reports the failure ...
     failed, done = _summary(sweep / "0"), _summary(sweep / "1")
-    assert failed["status"] == "failed" and "sde.max_sigma=-1" in failed["error"]
+    assert failed["status"] == "failed" and str(missing) in failed["error"]
     assert done["status"] == "completed" and "val/psnr" in done["final"]  # ... and loses nothing else
     text = report.report(sweep)
     assert "2 jobs, 1 completed." in text
-    assert "- job 0 (failed): ConfigError: sde.max_sigma=-1" in text
+    assert "- job 0 (failed): DataError: " in text and str(missing) in text
 
 
 def test_optuna_search(tmp_path):

@@ -260,8 +260,9 @@ def test_command_line_smoke_run(tmp_path):
 def test_command_line_config_error_is_one_line(tmp_path):
     cmd = [sys.executable, "-m", "refusion_pl.train", "sde.steps=0", f"hydra.run.dir={tmp_path}/bad"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "sde.steps=0" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # checked before Hydra made the run directory (or any other)
 
 
 def test_command_line_data_error_is_one_line(tmp_path):

@@ -1,38 +1,136 @@
 """Typed schemas for the Hydra configs, and start-up validation with errors that name the key.
 
-Hydra composes plain YAML; these dataclasses (registered in Hydra's ConfigStore under ``schema/``) are merged
-over the composed config at start-up, so a typo'd key or a wrongly typed value fails before any work starts.
-Range checks that a type cannot express (``sde.steps=0``) follow, and ``_target_`` nodes are checked against
-the signature of the class they build.
+The schema is the first entry of ``conf/train.yaml``'s defaults list (``train_schema``, registered in Hydra's
+ConfigStore), so Hydra checks types, unknown keys and the choice-like keys (Enums) while it composes the config:
+before a run directory exists, before a sweep launches a job, and under ``--cfg job`` too. Range checks that a
+type cannot express (``sde.steps=0``) run in the :class:`ValidateConfig` Hydra callback, which Hydra calls before
+it creates the run directory (``on_run_start``) and before the sweeper starts (``on_multirun_start``: every job of
+a grid sweep is composed and checked). ``validate_config`` runs the same checks for in-process callers.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-SCHEDULES = ("cosine", "linear", "constant")
-# Mirrors refusion_pl.models.PREDICTIONS (this module stays importable without torch).
-PREDICTIONS = ("noise", "x0")
-# Mirrors refusion_pl.sampling.SAMPLERS (mr_*: exponential-integrator ODE/SDE solvers, order 1 or 2).
-SAMPLERS = ("sde", "ode", "posterior", "mr_ode1", "mr_ode2", "mr_sde1", "mr_sde2")
-AUTOENCODER_INITS = ("signal_preserving", "default")  # mirrors refusion_pl.lit.autoencoder (no torch here)
-OPTIMIZERS = ("lion", "adamw")
-LR_SCHEDULERS = ("cosine", "multistep", "constant")
-MODELS = ("latent", "pixel")
+
+# Choice-like keys. Member names equal their values: OmegaConf reads a YAML or command-line string by name.
+class Schedule(StrEnum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class Sampler(StrEnum):
+    """Mirrors refusion_pl.sampling.SAMPLERS (mr_*: exponential-integrator ODE/SDE solvers, order 1 or 2)."""
+
+    sde = "sde"
+    ode = "ode"
+    posterior = "posterior"
+    mr_ode1 = "mr_ode1"
+    mr_ode2 = "mr_ode2"
+    mr_sde1 = "mr_sde1"
+    mr_sde2 = "mr_sde2"
+
+
+class Spacing(StrEnum):
+    """Mirrors refusion_pl.sampling.SPACINGS: the timesteps fewer-step sampling visits."""
+
+    ou = "ou"
+    uniform = "uniform"
+    logsnr = "logsnr"
+
+
+class Prediction(StrEnum):
+    """Mirrors refusion_pl.models.PREDICTIONS (this module stays importable without torch)."""
+
+    noise = "noise"
+    x0 = "x0"
+
+
+class DiffusionLoss(StrEnum):
+    """Mirrors refusion_pl.sde.LOSSES: what stage 2 minimises (the README's "Training the latent model")."""
+
+    mean = "mean"
+    x0 = "x0"
+
+
+class SDELoss(StrEnum):
+    """Mirrors refusion_pl.sde.LOSSES: match the reverse-SDE mean (the paper) or the implied clean image."""
+
+    mean = "mean"
+    x0 = "x0"
+
+
+class AutoencoderInit(StrEnum):
+    """Mirrors refusion_pl.lit.autoencoder.AUTOENCODER_INITS."""
+
+    signal_preserving = "signal_preserving"
+    default = "default"
+
+
+class OptimizerName(StrEnum):
+    lion = "lion"
+    adamw = "adamw"
+
+
+class LRSchedulerName(StrEnum):
+    cosine = "cosine"
+    multistep = "multistep"
+    constant = "constant"
+
+
+class ModelName(StrEnum):
+    latent = "latent"
+    pixel = "pixel"
+
+
+class NetworkVariant(StrEnum):
+    """ConditionalNAFNet variants: each model's plain network, stereo (pixel) and bokeh (latent)."""
+
+    pixel = "pixel"
+    latent = "latent"
+    stereo = "stereo"
+    bokeh = "bokeh"
+
+
+class Stage(StrEnum):
+    auto = "auto"
+    autoencoder = "autoencoder"
+    diffusion = "diffusion"
+
+
+def _values(choices: type[StrEnum]) -> tuple[str, ...]:
+    return tuple(member.value for member in choices)
+
+
+SCHEDULES = _values(Schedule)
+PREDICTIONS = _values(Prediction)
+DIFFUSION_LOSSES = _values(DiffusionLoss)
+SAMPLERS = _values(Sampler)
+SPACINGS = _values(Spacing)
+AUTOENCODER_INITS = _values(AutoencoderInit)
+OPTIMIZERS = _values(OptimizerName)
+LR_SCHEDULERS = _values(LRSchedulerName)
+MODELS = _values(ModelName)
+STAGES = _values(Stage)
 # ConditionalNAFNet variants each model can train (null: the model's plain network), and the data layout each
 # variant needs: stereo networks take two views, bokeh networks lens scalars.
 NETWORK_VARIANTS = {"pixel": ("pixel", "stereo"), "latent": ("latent", "bokeh")}
 VARIANT_LAYOUTS = {"stereo": "stereo", "bokeh": "bokeh"}
-STAGES = ("auto", "autoencoder", "diffusion")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+SCHEMA_NAME = "train_schema"  # the first entry of conf/train.yaml's defaults list
 
 
 class ConfigError(ValueError):
@@ -43,11 +141,14 @@ class ConfigError(ValueError):
 class SDEConfig:
     max_sigma: float = 50.0
     steps: int = 100
-    schedule: str = "cosine"
+    schedule: Schedule = Schedule.cosine
     eps: float = 0.005
-    sampler: str = "sde"
+    sampler: Sampler = Sampler.sde
     sample_steps: int | None = None
-    prediction: str = "noise"
+    spacing: Spacing = Spacing.ou
+    prediction: Prediction = Prediction.noise
+    loss: SDELoss = SDELoss.mean
+    loss: DiffusionLoss = DiffusionLoss.mean
 
 
 @dataclass
@@ -61,7 +162,7 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "latent"
+    name: ModelName = ModelName.latent
 
 
 @dataclass
@@ -70,7 +171,9 @@ class NAFNetConfig:
     enc_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 4])
     middle_blk_num: int = 1
     dec_blk_nums: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    variant: str | None = None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
+    variant: NetworkVariant | None = (
+        None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
+    )
 
 
 @dataclass
@@ -88,7 +191,7 @@ class NetConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "lion"
+    name: OptimizerName = OptimizerName.lion
     lr: float = 4e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 0.0
@@ -97,7 +200,7 @@ class OptimConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"
+    name: LRSchedulerName = LRSchedulerName.cosine
     eta_min: float = 1e-7
     warmup_steps: int = 0
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
@@ -114,7 +217,7 @@ class AutoencoderStageConfig:
     crop_size: int = 128
     swap_prob: float = 0.5
     reg_weight: float = 0.001
-    init: str = "signal_preserving"
+    init: AutoencoderInit = AutoencoderInit.signal_preserving
     skip_dropout: float = 0.0
     skip_dropout_until: float | None = None
     dead_latent_db: float = 0.5
@@ -124,9 +227,10 @@ class AutoencoderStageConfig:
 class ValConfig:
     num_images: int = 2
     sample_steps: int | None = None
-    sampler: str = "sde"
-    channels_last: bool = True  # NHWC weights while validating (same outputs; models.prepare_for_inference)
-    compile: bool = False  # torch.compile the network for validation (about a minute of compiling on a CPU)
+    sampler: Sampler = Sampler.sde
+    spacing: Spacing = Spacing.ou
+    channels_last: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -159,20 +263,16 @@ class TrainConfig:
     autoencoder: AutoencoderStageConfig = field(default_factory=AutoencoderStageConfig)
     val: ValConfig = field(default_factory=ValConfig)
     figure: FigureConfig = field(default_factory=FigureConfig)
-    stage: str = "auto"
+    stage: Stage = Stage.auto
     seed: int = 42
     ckpt_path: str | None = None
     resume_strict: bool = True
     optimized_metric: str = "val/psnr"
-    experiment: Any = None
-    hparams_search: Any = None
 
 
 def register_schemas() -> None:
-    """Make the schemas visible to Hydra (``--info`` and config searches list them under ``schema/``)."""
-    store = ConfigStore.instance()
-    store.store(group="schema", name="train", node=TrainConfig)
-    store.store(group="schema", name="sde", node=SDEConfig)
+    """Store the schema in Hydra's ConfigStore as ``train_schema``, which ``conf/train.yaml`` extends."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
 
 
 def _schema_error(err: OmegaConfBaseException) -> ConfigError:
@@ -205,7 +305,9 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_range(f"{prefix}.eps", sde.eps, 0, 1, closed=False)
     _check_choice(f"{prefix}.schedule", sde.schedule, SCHEDULES)
     _check_choice(f"{prefix}.sampler", sde.sampler, SAMPLERS)
+    _check_choice(f"{prefix}.spacing", getattr(sde, "spacing", "ou"), SPACINGS)
     _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
+    _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), DIFFUSION_LOSSES)
     if sde.sample_steps is not None:
         _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
 
@@ -217,6 +319,7 @@ def _check_values(cfg: Any) -> None:
     _check_choice("optim", cfg.optim.name, OPTIMIZERS)
     _check_choice("scheduler", cfg.scheduler.name, LR_SCHEDULERS)
     _check_choice("val.sampler", cfg.val.sampler, SAMPLERS)
+    _check_choice("val.spacing", cfg.val.spacing, SPACINGS)
     _check_range("optim.lr", cfg.optim.lr, 0, None, closed=False)
     _check_range("autoencoder.lr", cfg.autoencoder.lr, 0, None, closed=False)
     _check_range("optim.lr_scale", cfg.optim.lr_scale, 0, None, closed=False)
@@ -260,8 +363,8 @@ def _check_values(cfg: Any) -> None:
 
 def _check_variant(cfg: Any) -> None:
     """The network variant must fit the model, and stereo / bokeh networks need their data layouts."""
-    variant = cfg.net.nafnet.variant or cfg.model.name
-    allowed = NETWORK_VARIANTS[cfg.model.name]
+    variant = str(cfg.net.nafnet.variant or cfg.model.name)
+    allowed = NETWORK_VARIANTS[str(cfg.model.name)]
     if variant not in allowed:
         hint = (
             f" (task={cfg.task.name} picks its own model: drop the model override)"
@@ -314,8 +417,10 @@ def check_target_keys(node: Any, key: str) -> None:
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Check ``cfg`` against the schema and value ranges; return it unchanged or raise ConfigError."""
     schema = OmegaConf.structured(TrainConfig)
+    # Merged as plain values: a typed config can hold keys its schema lacks (Hydra's `+key=value` adds them).
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     try:
-        merged = OmegaConf.merge(schema, cfg)
+        merged = OmegaConf.merge(schema, plain)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         raise _schema_error(err) from None
@@ -330,6 +435,80 @@ def validate_config(cfg: DictConfig) -> DictConfig:
             )
         check_target_keys(node, f"callbacks.{name}")
     return cfg
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def sweep_job_overrides(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of every job a grid sweep will launch, expanded as Hydra's BasicSweeper expands them;
+    None for sweepers that draw their values while they run (Optuna)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    parsed = parser.parse_overrides([*params, *config.hydra.overrides.task])
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """``config`` without its ``hydra`` node, as the task function will see it. The run directory does not
+    exist yet (``paths.output_dir`` is Hydra's runtime value), so a placeholder stands for it."""
+    task = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    with open_dict(task):
+        task.pop("hydra", None)
+        if "paths" in task:
+            task.paths.output_dir = "<run dir>"
+    return task
+
+
+def _exit_with(message: str) -> NoReturn:
+    # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings and goes on.
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)  # what the task function's own config errors exit with
+
+
+def _validate_or_exit(config: DictConfig, context: str = "") -> None:
+    try:
+        validate_config(task_config(config))
+    except ConfigError as err:
+        _exit_with(f"{context}{err}")
+
+
+class ValidateConfig(Callback):
+    """Hydra callback (``hydra.callbacks.validate_config``): the checks types cannot express, before Hydra makes
+    any directory.
+
+    ``on_run_start`` comes before Hydra creates the run directory; ``on_multirun_start`` before the sweeper is
+    built (it creates the sweep directory): every job of a grid sweep is composed as the launcher will compose it
+    and checked, so one bad value launches no job. Optuna draws its values during the search; the fixed part of
+    its config is checked here, each trial again when it starts.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _validate_or_exit(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        jobs = sweep_job_overrides(config)
+        if jobs is None:
+            _validate_or_exit(config)
+            return
+        loader = GlobalHydra.instance().config_loader()
+        for num, overrides in enumerate(jobs):
+            context = f"sweep job {num} ({' '.join(overrides)}): "
+            try:
+                job = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as err:
+                cause = str(err.__cause__ or "").strip()
+                _exit_with(f"{context}{err}" + (f"\n{cause}" if cause else ""))
+            _validate_or_exit(job, context)
 
 
 register_schemas()

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class TrainingStopped(RuntimeError):
 def plan_stages(cfg: DictConfig) -> list[str]:
     """auto: both stages for latent models, diffusion only for pixel models; otherwise the named stage."""
     if cfg.stage != "auto":
-        return [cfg.stage]
+        return [str(cfg.stage)]
     return ["autoencoder", "diffusion"] if cfg.model.name == "latent" else ["diffusion"]
 
 
@@ -93,7 +94,10 @@ def resolve_resume(cfg: DictConfig, output_dir: Path, stage: str) -> str | None:
 
 # ---- building --------------------------------------------------------------------------------------------------
 def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    """Plain Python values; the schema's Enums become strings (checkpoints hold no config classes)."""
+    if not OmegaConf.is_config(node):
+        return str(node) if isinstance(node, Enum) else node
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
 def _wandb_offline(requested: bool | None) -> bool:
@@ -232,14 +236,14 @@ def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> p
             lr=float(stage_cfg.lr),
             max_steps=int(stage_cfg.max_steps),
             reg_weight=float(stage_cfg.reg_weight),
-            init=str(stage_cfg.init),
+            init=_plain(stage_cfg.init),
             skip_dropout=float(stage_cfg.skip_dropout),
             skip_dropout_until=stage_cfg.skip_dropout_until,
             dead_latent_db=float(stage_cfg.dead_latent_db),
             **common,
         )
     module = DiffusionModule(
-        model=cfg.model.name,
+        model=_plain(cfg.model.name),
         nafnet=_plain(cfg.net.nafnet),
         autoencoder=_plain(cfg.net.autoencoder) if cfg.model.name == "latent" else None,
         sde=_plain(cfg.sde),
@@ -328,7 +332,7 @@ def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[s
         raise OutputError(f"cannot create {output_dir}: {err.strerror or err}") from err
     if rank_zero_only.rank == 0:
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config = _plain(cfg)
     pl.seed_everything(int(cfg.seed), workers=True)
     _write_summary(output_dir, summary)
 
