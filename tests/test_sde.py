@@ -342,3 +342,25 @@ def test_to_keeps_values() -> None:
 def test_invalid_settings_name_the_setting(kwargs: dict, setting: str) -> None:
     with pytest.raises(ValueError, match=setting):
         IRSDE(**kwargs)
+
+
+def test_x0_loss_is_zero_for_the_true_noise_and_weighs_every_timestep() -> None:
+    """The x0 loss sees a restoration error at t = T in full; the paper's mean-matching loss barely does."""
+    sde = IRSDE(max_sigma=50, T=100)
+    gen = torch.Generator().manual_seed(0)
+    x0, mu = torch.rand(4, 3, 8, 8, generator=gen), torch.rand(4, 3, 8, 8, generator=gen)
+    noise = torch.randn(4, 3, 8, 8, generator=gen)
+    for step in (1, 50, 100):
+        t = torch.full((4,), step)
+        xt = sde.forward_sample(x0, mu, t, noise)
+        assert sde.loss("x0", noise, xt, x0, mu, t) < 1e-4
+        # A network that restores nothing (x0 = mu): the x0 loss is the restoration error at every t.
+        lazy = sde.noise_from_x0(xt, mu, mu, t)
+        identity_error = (mu - x0).abs().mean()
+        assert sde.loss("x0", lazy, xt, x0, mu, t) == pytest.approx(float(identity_error), rel=1e-3)
+    t = torch.full((4,), 100)
+    xt = sde.forward_sample(x0, mu, t, noise)
+    lazy = sde.noise_from_x0(xt, mu, mu, t)
+    assert sde.loss("mean", lazy, xt, x0, mu, t) < 0.05 * identity_error
+    with pytest.raises(ValueError, match=r"sde\.loss='l2'"):
+        sde.loss("l2", noise, xt, x0, mu, t)

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 SCHEDULES = ("cosine", "linear", "constant")
+# Stage-2 objectives: "mean" matches the reverse-SDE mean (the paper), "x0" the clean image (IRSDE.x0_loss).
+LOSSES = ("mean", "x0")
 
 Timestep = int | Tensor
 
@@ -249,6 +251,24 @@ class IRSDE:
         pred = self.reverse_sde_mean(xt, mu, score, t)
         target = self.reverse_optimum(xt, x0, mu, t)
         return (pred - target).abs().flatten(1).mean(dim=1).mean()
+
+    def x0_loss(self, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
+        """L1 between the clean image implied by ``noise_pred`` and ``x0``: every timestep weighs the restoration.
+
+        :meth:`training_loss` weighs an error in ``x0`` by its share of the next reverse step, which vanishes
+        near ``t = T``: there the network must infer ``x0`` from ``mu`` alone (the restoration itself), yet it
+        is hardly trained to. Short runs then learn to denoise but not to restore (measured in the README).
+        """
+        pred = self.x0_from_noise(xt, mu, noise_pred, t)
+        return (pred - x0).abs().flatten(1).mean(dim=1).mean()
+
+    def loss(self, name: str, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
+        """The training loss ``name`` (one of ``LOSSES``)."""
+        if name == "mean":
+            return self.training_loss(noise_pred, xt, x0, mu, t)
+        if name == "x0":
+            return self.x0_loss(noise_pred, xt, x0, mu, t)
+        raise ValueError(f"sde.loss={name!r} is not supported; choose one of: {', '.join(LOSSES)}")
 
     # ------------------------------------------------------------------ jumps between two timesteps t > s
 

@@ -180,3 +180,25 @@ def test_signal_preserving_init_does_not_change_loaded_weights() -> None:
     with torch.no_grad():
         decoded = ae.decode(*ae.encode(data["x"]))
     assert rel_err(decoded, data["decoded"]) < 1e-4
+
+
+def test_residual_decoding_returns_the_input_where_the_latent_is_unchanged():
+    """Residual decoding adds only what the latent's change does; direct decoding adds its reconstruction error."""
+    torch.manual_seed(0)
+    ae = (
+        UNetAutoencoder(ch=4, ch_mult=(1, 2), embed_dim=4, decode_mode="residual")
+        .init_signal_preserving()
+        .eval()
+    )
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        latent, hidden = ae.encode(x)
+        assert torch.allclose(ae.decode_restored(latent, hidden), x, atol=1e-5)
+        moved = latent + 0.3 * torch.randn_like(latent)
+        change = ae.decode(moved, hidden) - ae.decode(latent, hidden)
+        assert change.abs().mean() > 1e-3  # the latent matters, so the check below can fail
+        assert torch.allclose(ae.decode_restored(moved, hidden), x + change, atol=1e-5)
+        ae.decode_mode = "direct"
+        assert torch.equal(ae.decode_restored(moved, hidden), ae.decode(moved, hidden))
+    with pytest.raises(ValueError, match=r"decode_mode='sum'"):
+        UNetAutoencoder(ch=4, ch_mult=(1, 2), embed_dim=4, decode_mode="sum")

@@ -14,16 +14,28 @@ from torch import Tensor, nn
 
 from refusion_pl.models.layers import LayerNorm2d, pad_to_multiple
 
+#: How `UNetAutoencoder.decode_restored` turns a restored latent into an image.
+DECODE_MODES = ("direct", "residual")
+
 
 class AEHidden(list):
     """The encoder's hidden maps (a plain list of tensors, in encoder order) plus the unpadded input size.
 
     `decode` reads `image_size` to crop its output back; plain lists still work (then pass `size=`).
+    `encode` also records its input and latent, which residual decoding (`decode_restored`) starts from.
     """
 
-    def __init__(self, maps: Sequence[Tensor] = (), image_size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        maps: Sequence[Tensor] = (),
+        image_size: tuple[int, int] | None = None,
+        image: Tensor | None = None,
+        latent: Tensor | None = None,
+    ) -> None:
         super().__init__(maps)
         self.image_size = image_size
+        self.image = image
+        self.latent = latent
 
 
 class ConvAct(nn.Module):
@@ -140,8 +152,12 @@ class UNetAutoencoder(nn.Module):
         ch: int = 8,
         ch_mult: Sequence[int] = (4, 8, 8, 16),
         embed_dim: int = 8,
+        decode_mode: str = "direct",
     ) -> None:
         super().__init__()
+        if decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode_mode={decode_mode!r}; choose one of: {', '.join(DECODE_MODES)}")
+        self.decode_mode = decode_mode
         dims = [ch * m for m in (1, *ch_mult)]
         depth = len(ch_mult)
         self.pad_multiple = 2**depth
@@ -160,15 +176,17 @@ class UNetAutoencoder(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, AEHidden]:
         """Return the latent and the hidden maps (init conv output, then every ResBlock/attention output)."""
         size = (x.shape[-2], x.shape[-1])
+        image = x
         x = self.init_conv(pad_to_multiple(x, self.pad_multiple, mode="reflect"))
-        hidden = AEHidden([x], image_size=size)
+        hidden = AEHidden([x], image_size=size, image=image)
         for level in self.encoder:
             x = level.res1(x)
             hidden.append(x)
             x = level.attn(level.res2(x))
             hidden.append(x)
             x = level.down(x)
-        return self.latent_conv(x), hidden
+        hidden.latent = self.latent_conv(x)
+        return hidden.latent, hidden
 
     def decode(self, latent: Tensor, hidden: Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
         """Decode `latent` through `hidden`; crop to `size` (default: the size recorded by `encode`)."""
@@ -181,6 +199,21 @@ class UNetAutoencoder(nn.Module):
         out = self.final_conv(x + skips[0])
         size = size if size is not None else getattr(hidden, "image_size", None)
         return out if size is None else out[..., : size[0], : size[1]]
+
+    def decode_restored(self, latent: Tensor, hidden: AEHidden) -> Tensor:
+        """Decode a restored latent as `decode_mode` says: ``direct`` (the original) or ``residual``.
+
+        Residual decoding returns the encoded image plus what the latent's change does to the decoding,
+        ``image + decode(latent) - decode(encoded latent)``. Wherever restoration leaves the latent alone the
+        input comes back exactly, instead of through the decoder's reconstruction error (a small autoencoder
+        loses several dB on a photo that needs no restoring). It costs one more decode.
+        """
+        restored = self.decode(latent, hidden)
+        if self.decode_mode == "direct":
+            return restored
+        if hidden.image is None or hidden.latent is None:
+            raise ValueError("residual decoding needs the hidden maps of `encode` (they carry its input)")
+        return hidden.image + restored - self.decode(hidden.latent, hidden)
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct `x` (encode then decode)."""
