@@ -325,3 +325,43 @@ def test_pixel_demo_restores_visibly(compose_config, tmp_path):
     metrics = train(cfg)
     assert metrics["val/psnr"] > metrics["val/psnr_input"] + 5, metrics
     assert (tmp_path / "demo" / "restorations.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_logger_save_dir_is_honoured_per_stage(compose_config, tmp_path, logger):
+    from refusion_pl.train import build_loggers
+
+    cfg = compose_config(f"logger={logger}")
+    stage_dir = Path(cfg.paths.output_dir) / "diffusion"
+    (default,) = build_loggers(cfg, stage_dir, "diffusion", {})
+    assert Path(default.save_dir) == stage_dir  # ${paths.output_dir}/<stage>: the run directory's layout
+    elsewhere = tmp_path / "elsewhere"
+    cfg = compose_config(f"logger={logger}", f"logger.{logger}.save_dir={elsewhere}")
+    (moved,) = build_loggers(cfg, stage_dir, "autoencoder", {})
+    assert Path(moved.save_dir) == elsewhere / "autoencoder"
+    assert Path(moved.log_dir).is_relative_to(elsewhere / "autoencoder" / logger)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], {"TQDMProgressBar"}),  # null: follows callbacks.progress_bar
+        (["trainer.enable_progress_bar=false"], {None}),  # hides the configured bar
+        (["callbacks.progress_bar=null"], {None}),
+        (
+            ["callbacks.progress_bar=null", "trainer.enable_progress_bar=true"],
+            {"TQDMProgressBar", "RichProgressBar"},
+        ),
+        (
+            ["callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar"],
+            {"RichProgressBar"},
+        ),
+    ],
+)
+def test_trainer_enable_progress_bar_is_honoured(compose_config, tmp_path, overrides, expected):
+    from refusion_pl.train import build_trainer
+
+    cfg = compose_config("model=pixel", "experiment=smoke", "logger=none", *overrides)
+    trainer = build_trainer(cfg, "diffusion", tmp_path / "diffusion", 4, {})
+    bar = trainer.progress_bar_callback
+    assert (type(bar).__name__ if bar is not None else None) in expected  # true: Lightning's default bar

@@ -125,3 +125,18 @@ def test_sweep_jobs_share_a_group_and_log_config_metrics_images_table(
         table = json.loads((run_dir / "files" / table_ref["path"]).read_text())
         assert table["columns"] == ["metric", "value"]
         assert dict(table["data"])["val/psnr"] == pytest.approx(final["val/psnr"])
+
+
+def test_wandb_save_dir_and_job_type_are_honoured(compose_config, tmp_path, offline_wandb):
+    """``logger.wandb.save_dir`` moves the run files (per stage) and ``job_type`` reaches the run (null: the stage)."""
+    elsewhere = tmp_path / "wandb-runs"
+    cfg = compose_config(
+        *FAST,
+        f"logger.wandb.save_dir={elsewhere}",
+        "logger.wandb.job_type=ablation",
+        output_dir=tmp_path / "run",
+    )
+    train(cfg)
+    (run_dir,) = (elsewhere / "diffusion" / "wandb").glob("offline-run-*")
+    assert read_run(run_dir)["run"].job_type == "ablation"
+    assert not (tmp_path / "run" / "diffusion" / "wandb").exists()

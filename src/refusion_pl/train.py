@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -123,18 +124,24 @@ def sweep_info() -> tuple[str | None, list[str]]:
     return None, overrides
 
 
+def logger_save_dir(node: DictConfig, stage_dir: Path, stage: str) -> str:
+    """A logger's ``save_dir`` with the stage appended (each stage logs on its own); null: the stage's directory."""
+    configured = node.get("save_dir")
+    return str(Path(configured) / stage) if configured else str(stage_dir)
+
+
 def build_loggers(cfg: DictConfig, stage_dir: Path, stage: str, run_config: dict) -> list[Any]:
     loggers: list[Any] = []
     group, tags = sweep_info()
     for name, node in (cfg.logger or {}).items():
-        kwargs: dict[str, Any] = {"save_dir": str(stage_dir)}
+        kwargs: dict[str, Any] = {"save_dir": logger_save_dir(node, stage_dir, stage)}
         if name == "wandb":
             kwargs.update(
                 offline=_wandb_offline(node.get("offline")),
                 group=node.get("group") or group,
                 tags=[str(tag)[:64] for tag in list(node.get("tags") or []) + tags],  # W&B's limit
                 name=node.get("name") or f"{stage_dir.parent.name}-{stage}",
-                job_type=stage,
+                job_type=node.get("job_type") or stage,
                 config=run_config,
             )
             os.environ.setdefault("WANDB_SILENT", "true")
@@ -178,6 +185,11 @@ def build_trainer(
 ) -> pl.Trainer:
     loggers = build_loggers(cfg, stage_dir, stage, run_config)
     callbacks = build_callbacks(cfg, stage, stage_dir / "checkpoints", has_logger=bool(loggers))
+    # trainer.enable_progress_bar: null follows callbacks.progress_bar; false hides any bar; true shows one
+    # (Lightning's default bar when callbacks.progress_bar is null).
+    show_progress = cfg.trainer.get("enable_progress_bar")
+    if show_progress is False:
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     val_every = min(int(cfg.trainer.val_check_interval), max_steps)
     return hydra.utils.instantiate(
         cfg.trainer,
@@ -186,7 +198,7 @@ def build_trainer(
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(stage_dir),
-        enable_progress_bar=has_progress_bar(callbacks),
+        enable_progress_bar=has_progress_bar(callbacks) if show_progress is None else bool(show_progress),
         plugins=trainer_plugins(),
     )
 
