@@ -32,17 +32,26 @@ def _column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 def test_smoke_run_writes_everything(compose_config, tmp_path):
     run = tmp_path / "run"
-    cfg = compose_config("task=shadow", "sde.steps=100", "experiment=smoke", output_dir=run)
+    cfg = compose_config(
+        "task=shadow",
+        "sde.steps=100",
+        "experiment=smoke",
+        "callbacks.throughput.window_size=2",
+        output_dir=run,
+    )
     metrics = train(cfg)
     for stage in ("autoencoder", "diffusion"):
         assert (run / stage / "checkpoints" / "last.ckpt").is_file()
         rows = _csv_rows(next((run / stage / "csv").rglob("metrics.csv")))
         assert _column(rows, "train/loss"), f"{stage}: no training loss logged"
         assert _column(rows, "val/psnr"), f"{stage}: no validation PSNR logged"
+        # Lightning's ThroughputMonitor, once its 2-batch window is full: steps 2, 3 and 4
+        assert len(_column(rows, "train/device/batches_per_sec")) == 3, f"{stage}: no throughput logged"
     assert (run / "config.yaml").read_text().count("max_sigma") >= 1
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "completed" and "val/psnr" in summary["final"]
     assert metrics["val/psnr"] == pytest.approx(summary["final"]["val/psnr"])
+    assert summary["final"]["train/steps_per_sec"] > 0  # the sweep report's steps/s column
     assert (run / "restorations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checkpoint = safe_torch_load(run / "diffusion" / "checkpoints" / "last.ckpt")
     stored = checkpoint["refusion_pl"]
@@ -241,20 +250,37 @@ def test_autoencoder_learns_to_reconstruct(compose_config, tmp_path):
 
 
 def test_command_line_smoke_run(tmp_path):
-    """The product's command, as a user types it, in a fresh process."""
+    """The product's command, as an installed user types it, in a fresh process; it ends with a summary."""
     env = {**os.environ, "WANDB_MODE": "offline"}
+    run = tmp_path / "cli"
     cmd = [
-        sys.executable,
-        "-m",
-        "refusion_pl.train",
+        str(Path(sys.executable).parent / "refusion-train"),  # the console script
         "task=shadow",
         "sde.steps=100",
         "experiment=smoke",
-        f"hydra.run.dir={tmp_path}/cli",
+        f"hydra.run.dir={run}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "cli" / "diffusion" / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "diffusion" / "checkpoints" / "last.ckpt").is_file()
+
+    # The closing summary, on the console and in the run's log, agrees with metrics.json.
+    summary = json.loads((run / "metrics.json").read_text())
+    final, checkpoint = summary["final"], summary["stages"]["diffusion"]["checkpoint"]
+    text = result.stdout[result.stdout.index("Training finished (autoencoder, diffusion stages):") :]
+    psnr, psnr_input = final["val/psnr"], final["val/psnr_input"]
+    assert (
+        f"val/psnr         {psnr:.2f} dB   (degraded input: {psnr_input:.2f} dB, {psnr - psnr_input:+.2f} dB)"
+        in text
+    )
+    assert f"run directory    {run}\n" in text
+    assert f"figure           {run / 'restorations.png'}\n" in text
+    assert f"checkpoint       {checkpoint}   (diffusion, " in text
+    assert (
+        f"next             refusion-restore ckpt={checkpoint} input=YOUR_IMAGE_OR_FOLDER output=restored"
+        in text
+    )
+    assert "Training finished" in (run / "train.log").read_text()
 
 
 def test_command_line_config_error_is_one_line(tmp_path):

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 from torch import Tensor
 
@@ -106,8 +105,8 @@ def read_options(path: PathLike, task: str | None = None) -> OriginalModel:
     if not path.is_file():
         raise ConversionError(f"options={path}: no such option file")
     try:
-        opts = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+        opts = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as err:  # yaml's parse errors and OmegaConf's (e.g. a duplicate key)
         raise ConversionError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(opts, Mapping):
         raise ConversionError(f"{path} is not an option file of the original implementation (no mapping)")

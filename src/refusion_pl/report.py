@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 from refusion_pl.files import atomic_write, atomic_write_text
 
@@ -42,9 +42,10 @@ class Job:
 
 # ---- collecting ------------------------------------------------------------------------------------------------
 def _read_yaml(path: Path) -> Any:
+    """Plain containers of a YAML file (interpolations left as written); None if missing or unreadable."""
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # a job still writing it, or a file that is not YAML: the job is listed without it
         return None
 
 
@@ -299,8 +300,8 @@ def report(sweep_dir: str | Path, metric: str | None = None, plots: bool = True)
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m refusion_pl.report", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m refusion_pl.report") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (hydra.sweep.dir)")
     parser.add_argument("--metric", help="metric to rank and plot (default: the sweep's optimized_metric)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

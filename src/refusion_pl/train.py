@@ -30,10 +30,12 @@ from refusion_pl.data import DataError
 from refusion_pl.figures import save_restoration_figure
 from refusion_pl.files import OutputError, atomic_write_json, atomic_write_text
 from refusion_pl.lit import AutoencoderModule, DiffusionModule
-from refusion_pl.lit.callbacks import NonFiniteGuard, ThroughputLogger, build_callbacks, has_progress_bar
+from refusion_pl.lit.callbacks import NonFiniteGuard, build_callbacks, has_progress_bar
 from refusion_pl.lit.checkpointing import LAST_NAME, AtomicCheckpointIO, RunCheckpoint
+from refusion_pl.summary import report_run
 
 log = logging.getLogger("refusion_pl.train")
+THROUGHPUT_METRIC = "train/device/batches_per_sec"  # Lightning's ThroughputMonitor (conf/callbacks: throughput)
 
 
 class TrainingStopped(RuntimeError):
@@ -294,13 +296,14 @@ def run_stage(
     with contextlib.suppress(SIGTERMException):  # RunCheckpoint saved last.ckpt; check_stopped_early says so
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     check_stopped_early(trainer, stage)
+    # ThroughputMonitor's rate over its last window (loggers only; validate() below clears logged_metrics)
+    steps_per_sec = trainer.logged_metrics.get(THROUGHPUT_METRIC)
     metrics = _scalars(trainer.callback_metrics)
     if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = _scalars(trainer.callback_metrics)
-    throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputLogger)), None)
-    if throughput is not None and throughput.last_steps_per_sec is not None:
-        metrics.setdefault("train/steps_per_sec", throughput.last_steps_per_sec)
+    if steps_per_sec is not None:
+        metrics.setdefault("train/steps_per_sec", float(steps_per_sec))
     log_final_table(trainer, stage, metrics)
     finish_wandb()
     ckpt_cb = trainer.checkpoint_callback
@@ -365,6 +368,8 @@ def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[s
         summary["figure"] = str(figure)
     summary.update(status="completed", final=metrics)
     _write_summary(output_dir, summary)
+    if rank_zero_only.rank == 0:
+        report_run(summary, output_dir, str(cfg.optimized_metric))
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -213,3 +214,12 @@ def test_write_errors(tmp_path: Path) -> None:
         write_image(tmp_path / "x.png", torch.zeros(3, 2, 2), bit_depth=12)
     with pytest.warns(UserWarning, match="8-bit"):
         write_image(tmp_path / "x.jpg", torch.zeros(3, 2, 2), bit_depth=16)
+
+
+def test_write_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images go through the one atomic-write helper: the file and the folder's rename are fsynced."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    write_image(tmp_path / "out.png", torch.zeros(3, 4, 4))
+    assert len(synced) == 2

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from refusion_pl.files import OutputError
+from refusion_pl.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -379,12 +378,6 @@ _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", 
 _PIL_FORMATS |= {".webp": "WEBP", ".bmp": "BMP"}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_payload(
     f, arr: np.ndarray, fmt: str, bit_depth: int, icc: bytes | None, exif: bytes | None
 ) -> None:
@@ -420,8 +413,8 @@ def write_image(
     """Write a ``[C,H,W]`` (or ``[1,C,H,W]``) image in [0, 1] atomically; the format follows the suffix.
 
     16-bit is honoured for PNG and TIFF (other formats fall back to 8-bit with a warning); ICC and EXIF are kept
-    where the format allows. A temp file in the target folder is renamed over the target, so a crash never
-    leaves a half-written image behind.
+    where the format allows. Written through :func:`refusion_pl.files.atomic_write` (temporary file, fsync,
+    rename), so a crash never leaves a half-written image behind.
     """
     path = Path(path)
     fmt = _PIL_FORMATS.get(path.suffix.lower())
@@ -435,22 +428,9 @@ def write_image(
         )
         bit_depth = 8
     arr = _to_array(tensor, bit_depth)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_payload(f, arr, fmt, bit_depth, icc_profile, exif)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and not isinstance(err, OutputError):
-            raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
-        raise
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            _write_payload(handle, arr, fmt, bit_depth, icc_profile, exif)
+
+    return atomic_write(path, write)

@@ -134,8 +134,8 @@ class AutoencoderModule(RestorationModule):
             return
         # val/psnr: decode(latent_gt, hidden_lq) vs GT; val_lq/psnr: decode(latent_lq, hidden_lq) vs LQ.
         ceiling = self.val_metrics.compute()
-        self.log_metrics("val", ceiling)
-        self.log_metrics("val_lq", self.val_metrics_lq.compute())
+        self.log_metrics("val", self.val_metrics)
+        self.log_metrics("val_lq", self.val_metrics_lq)
         self.log_panels("val/panels")
         self.check_latent_use(ceiling["psnr"])
 

@@ -87,6 +87,8 @@ def restore_rng_states(states: Mapping[str, Any]) -> None:
 class RestorationModule(pl.LightningModule):
     """Base class: plain-dict hyper-parameters only (checkpoints load with ``weights_only=True``)."""
 
+    flops_per_batch: int | None = None  # not measured: Lightning's ThroughputMonitor then logs no FLOP rates
+
     def __init__(self, crop_border: int) -> None:
         super().__init__()
         self.val_metrics = RestorationMetrics(crop=crop_border)
@@ -123,9 +125,11 @@ class RestorationModule(pl.LightningModule):
         self.val_metrics.reset()
         self.validation_panels = []
 
-    def log_metrics(self, prefix: str, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.log(f"{prefix}/{name}", value, prog_bar=name == "psnr", sync_dist=True)
+    def log_metrics(self, prefix: str, metrics: RestorationMetrics) -> None:
+        """Log the torchmetrics objects themselves: Lightning computes each (one sync across devices; a value
+        already computed this epoch comes from torchmetrics' cache) and resets it after the epoch."""
+        for name, metric in metrics.updated().items():
+            self.log(f"{prefix}/{name}", metric, prog_bar=name == "psnr")
 
     def add_panel(self, *images: torch.Tensor) -> None:
         if len(self.validation_panels) < 4:

@@ -2,15 +2,15 @@
 
 ``cfg.callbacks`` is a dict of ``_target_`` nodes (``model_checkpoint``, ``ema``, ``lr_monitor``, ...), each
 instantiated as written, so any Lightning callback can be added from YAML and any can be switched off with
-``callbacks.<name>=null``. The small callbacks here: EMA with a warm-up, throughput logging, image panels for
-loggers, skipping non-finite steps, and a warning when the validation metric collapses.
+``callbacks.<name>=null``. The small callbacks here: EMA with a warm-up, image panels for loggers, skipping
+non-finite steps, and a warning when the validation metric collapses; throughput is Lightning's
+``ThroughputMonitor``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import (
     Callback,
-    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     ProgressBar,
+    WeightAveraging,
 )
-from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import get_ema_avg_fn
 
 from refusion_pl.config import ConfigError
 
@@ -50,51 +50,32 @@ def ema_with_warmup(decay: float):
     return update
 
 
-class EMA(EMAWeightAveraging):
-    """Lightning's EMA callback, optionally with a decay warm-up (see ``ema_with_warmup``).
+class EMA(WeightAveraging):
+    """An exponential moving average of the diffusion network's weights, optionally with a decay warm-up.
 
-    Only the diffusion stage averages its weights: :func:`build_callbacks` leaves weight averaging out of the
-    autoencoder stage.
+    Built on Lightning's public ``WeightAveraging`` API: the averaging function (``avg_fn``, see
+    ``ema_with_warmup``) and ``should_update`` (every ``update_every_n_steps`` optimiser steps, as Lightning's
+    ``EMAWeightAveraging``). Only the diffusion stage averages its weights: :func:`build_callbacks` leaves
+    weight averaging out of the autoencoder stage.
     """
 
     def __init__(self, decay: float = 0.995, update_every_n_steps: int = 1, warmup: bool = True) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ConfigError(f"callbacks.ema.decay={decay} is out of range; allowed: [0, 1]")
-        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps)
-        if warmup:
-            self._kwargs["avg_fn"] = ema_with_warmup(decay)
+        if update_every_n_steps < 1:
+            raise ConfigError(f"callbacks.ema.update_every_n_steps={update_every_n_steps} must be >= 1")
+        self.avg_fn = ema_with_warmup(decay) if warmup else get_ema_avg_fn(decay)
+        super().__init__(avg_fn=self.avg_fn)
+        self.decay, self.update_every_n_steps, self.warmup = decay, update_every_n_steps, warmup
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """After every ``update_every_n_steps``-th optimiser step; never at epoch ends."""
+        return step_idx is not None and step_idx % self.update_every_n_steps == 0
 
 
-class ThroughputLogger(Callback):
-    """Logs optimiser steps and images per second of wall time, averaged between logging points."""
-
-    def __init__(self) -> None:
-        self._start: float | None = None
-        self._steps = 0
-        self._images = 0
-        self.last_steps_per_sec: float | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int
-    ) -> None:
-        if self._start is None:
-            self._start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        self._steps += 1
-        self._images += int(batch["gt"].shape[0])
-        if self._steps % max(trainer.log_every_n_steps, 1) == 0:
-            elapsed = max(time.perf_counter() - (self._start or time.perf_counter()), 1e-9)
-            self.last_steps_per_sec = self._steps / elapsed
-            pl_module.log("train/steps_per_sec", self.last_steps_per_sec)
-            pl_module.log("train/images_per_sec", self._images / elapsed)
-            self._start, self._steps, self._images = time.perf_counter(), 0, 0
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = None  # validation time is not training throughput
-        self._steps = self._images = 0
+def images_in_batch(batch: Mapping[str, Any]) -> int:
+    """Images in a training batch, for Lightning's ``ThroughputMonitor`` (``conf/callbacks``)."""
+    return int(batch["gt"].shape[0])
 
 
 class ImagePanels(Callback):

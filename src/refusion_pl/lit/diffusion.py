@@ -257,7 +257,7 @@ class DiffusionModule(RestorationModule):
         self._validating_compiled = False
         if self.val_metrics.count == 0:
             return
-        self.log_metrics("val", self.val_metrics.compute())
+        self.log_metrics("val", self.val_metrics)
         self.log("val/psnr_input", torch.cat(self._val_input_psnr).mean(), sync_dist=True)
         self.log_panels("val/panels")
 

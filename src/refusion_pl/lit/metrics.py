@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -163,11 +164,15 @@ class RestorationMetrics(nn.Module):
             )
         return values
 
-    def compute(self) -> dict[str, float]:
-        out = {name: float(metric.compute()) for name, metric in self.means.items() if metric.update_count}
+    def updated(self) -> dict[str, Metric]:
+        """The torchmetrics objects that saw images, by name: log these (each syncs across devices once)."""
+        out: dict[str, Metric] = {name: metric for name, metric in self.means.items() if metric.update_count}
         if self.lpips is not None and self.lpips.update_count:
-            out["lpips"] = float(self.lpips.compute())
+            out["lpips"] = self.lpips
         return out
+
+    def compute(self) -> dict[str, float]:
+        return {name: float(metric.compute()) for name, metric in self.updated().items()}
 
     def reset(self) -> None:
         for metric in self.means.values():
