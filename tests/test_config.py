@@ -6,6 +6,7 @@ import logging
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import hydra
 import pytest
@@ -17,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from refusion_pl.config import CONFIG_DIR, ConfigError, ModelName, Sampler, validate_config
 
 GROUPS = {
-    name: sorted(p.stem for p in (CONFIG_DIR / name).glob("*.yaml"))
+    name: sorted(
+        p.stem for p in (CONFIG_DIR / name).glob("*.yaml") if not p.stem.startswith("_")
+    )  # _base: shared
     for name in ("task", "model", "net", "optim", "scheduler", "data", "trainer", "logger", "experiment")
 }
 
@@ -316,3 +319,25 @@ def test_valid_sweep_runs_every_job(monkeypatch, tmp_path):
     )
     assert code is None and jobs == [10.0, 30.0]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+def test_data_presets_compose_to_their_values_before_sharing_a_base(compose_config):
+    """The presets inherit conf/data/_base.yaml now; each composes to exactly what its full file held."""
+    snapshot = OmegaConf.to_container(
+        OmegaConf.load(Path(__file__).parent / "fixtures/config/data_presets.yaml")
+    )
+    assert set(snapshot) <= set(GROUPS["data"])
+    own_task = {"stereo": ["task=stereo_sr"], "bokeh": ["task=bokeh"]}
+    for preset, values in snapshot.items():
+        cfg = compose_config(f"data={preset}", *own_task.get(preset, []))
+        assert OmegaConf.to_container(cfg.data, resolve=False) == values, preset
+    base = OmegaConf.load(CONFIG_DIR / "data" / "_base.yaml")
+    assert len(base) > 20 and all(
+        len(OmegaConf.load(CONFIG_DIR / "data" / f"{p}.yaml")) < 8 for p in snapshot
+    )
+
+
+def test_data_base_is_not_a_preset(compose_config):
+    cfg = compose_config("data=_base")
+    with pytest.raises(ConfigError, match=r"data\.layout"):
+        validate_config(cfg)

@@ -424,6 +424,9 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         raise _schema_error(err) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"config key(s) without a value (???): {', '.join(missing)}; set them")
     _check_values(merged)
     check_target_keys(cfg.get("data"), "data")
     for name, node in (cfg.get("callbacks") or {}).items():

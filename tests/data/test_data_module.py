@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose as compose_train
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from refusion_pl.data import PairedDataModule
 from refusion_pl.data.datasets import BUNDLED_SPLITS, EpochSampler
@@ -19,14 +21,14 @@ FAST = {"train_samples_per_epoch": 2, "batch_size": 2, "val_size": 64, "max_val_
 
 
 def compose(task: str, preset: str = "ntire", **overrides: object) -> PairedDataModule:
-    """What the training entry point does: task + data group, interpolated, then instantiated."""
-    cfg = OmegaConf.create(
-        {
-            "seed": 0,
-            "task": OmegaConf.load(CONF / "task" / f"{task}.yaml"),
-            "data": OmegaConf.load(CONF / "data" / f"{preset}.yaml"),
-        }
-    )
+    """What the training entry point does: the composed config's data node (preset over conf/data/_base.yaml,
+    interpolated with the task), then instantiated."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose_train("train", overrides=[f"task={task}", f"data={preset}", "seed=0"])
+    finally:
+        GlobalHydra.instance().clear()
     cfg.data.merge_with(overrides)
     return instantiate(cfg.data)
 
