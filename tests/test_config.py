@@ -341,3 +341,15 @@ def test_data_base_is_not_a_preset(compose_config):
     cfg = compose_config("data=_base")
     with pytest.raises(ConfigError, match=r"data\.layout"):
         validate_config(cfg)
+
+
+def test_docs_named_in_the_configs_exist():
+    """Comments in conf/ point users to docs/*.md: each one must be there."""
+    root = CONFIG_DIR.resolve().parent
+    named = {
+        match
+        for path in CONFIG_DIR.rglob("*.yaml")
+        for match in re.findall(r"docs/[\w./-]+\.md", path.read_text())
+    }
+    assert "docs/scale_out.md" in named
+    assert [doc for doc in sorted(named) if not (root / doc).is_file()] == []
