@@ -4,14 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# Where torch comes from. Empty: pip's configured index (PyPI: a CUDA build on Linux x86_64, several GB; the CPU
+# build on macOS and Windows). CPU-only Linux machines: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install test test-all lint format demo smoke clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	# torch first and pinned, so that no later resolve pulls a multi-GB CUDA build.
-	$(PIP) install torch==$(TORCH_VERSION)
+	# torch first and pinned, so that no later resolve replaces it (with TORCH_INDEX: that index's build).
+	$(PIP) install torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -e '.[dev,sweeps,app]'
 	touch $@
 

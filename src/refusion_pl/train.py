@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from refusion_pl.config import ConfigError, validate_config
 from refusion_pl.data import DataError
+from refusion_pl.extras import require_extras_for
 from refusion_pl.figures import save_restoration_figure
 from refusion_pl.files import OutputError, atomic_write_json, atomic_write_text
 from refusion_pl.lit import AutoencoderModule, DiffusionModule
@@ -136,6 +137,7 @@ def build_loggers(cfg: DictConfig, stage_dir: Path, stage: str, run_config: dict
     loggers: list[Any] = []
     group, tags = sweep_info()
     for name, node in (cfg.logger or {}).items():
+        require_extras_for(hydra.utils.get_class(node._target_), f"logger.{name}")  # tensorboard: its extra
         kwargs: dict[str, Any] = {"save_dir": logger_save_dir(node, stage_dir, stage)}
         if name == "wandb":
             kwargs.update(

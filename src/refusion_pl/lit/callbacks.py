@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import get_ema_avg_fn
 
 from refusion_pl.config import ConfigError
+from refusion_pl.extras import require_extras_for
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def build_callbacks(cfg: Any, stage: str, checkpoint_dir: Path, has_logger: bool
     callbacks: list[Callback] = []
     for name, node in callback_nodes(cfg).items():
         cls = hydra.utils.get_class(node["_target_"])
+        require_extras_for(cls, f"callbacks.{name}")  # e.g. RichProgressBar: pip install 'refusion_pl[rich]'
         if stage != "diffusion" and issubclass(cls, WeightAveraging):
             continue
         if not has_logger and issubclass(cls, LearningRateMonitor):

@@ -15,6 +15,8 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from refusion_pl.extras import install_line
+
 LPIPS_WEIGHT_FILES = ("alexnet-owt-7be5be79.pth",)
 
 
@@ -36,7 +38,10 @@ def lpips_status() -> tuple[bool, str]:
     try:
         import torchvision  # noqa: F401
     except Exception as err:  # torchvision from PyPI may fail to import next to a CPU torch build
-        return False, f"LPIPS disabled: torchvision is not importable ({type(err).__name__}: {err})"
+        return False, (
+            f"LPIPS disabled: torchvision is not importable ({type(err).__name__}: {err}); install the "
+            f"torchvision build of your torch ({install_line('lpips')}, or see the README's optional features)"
+        )
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     if not any((checkpoints / name).is_file() for name in LPIPS_WEIGHT_FILES):
         return (
