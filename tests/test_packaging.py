@@ -78,6 +78,16 @@ def test_wheel_ships_every_config_and_hydra_finds_them(tmp_path):
     assert composed.returncode == 0, composed.stderr[-2000:]
     assert "name: derain" in composed.stdout and "max_sigma" in composed.stdout
 
+    # The console script as pip writes it for a wheel install (the wrapper imports refusion_pl.cli and calls it).
+    wrapper = (
+        "import sys; from refusion_pl.cli import train; sys.argv[0] = 'refusion-train'; sys.exit(train())"
+    )
+    helped = subprocess.run(
+        [sys.executable, "-c", wrapper, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "Usage: refusion-train" in helped.stdout and "experiment: " in helped.stdout
+
 
 @pytest.mark.parametrize("name", ["sde", "sampling", "models", "checkpoints", "pipeline"])
 def test_algorithm_library_does_not_import_lightning_or_hydra(name):
