@@ -246,7 +246,12 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
     assert dict(bokeh.net.nafnet) == {
         "width": 64, "enc_blk_nums": [2, 2, 4, 8], "middle_blk_num": 12, "dec_blk_nums": [2, 2, 2, 2], "variant": "bokeh",
     }  # fmt: skip
-    assert dict(bokeh.net.autoencoder) == {"ch": 64, "ch_mult": [1, 2, 4], "embed_dim": 4}
+    assert dict(bokeh.net.autoencoder) == {
+        "ch": 64,
+        "ch_mult": [1, 2, 4],
+        "embed_dim": 4,
+        "decode_mode": "direct",
+    }
     assert list(compose_config("net=paper").net.nafnet.enc_blk_nums) == [1, 1, 1, 28]
     for cfg in (stereo, bokeh):
         validate_config(cfg)

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from refusion_pl.data import PairedDataModule
 from refusion_pl.data.datasets import BUNDLED_SPLITS, EpochSampler
+from refusion_pl.data.io import DataError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = ["shadow", "derain", "denoise", "deblur", "dehaze", "sr", "inpaint", "lowlight", "jpeg"]
@@ -130,3 +131,17 @@ def test_swap_prob_for_autoencoder_stage() -> None:
     dm = PairedDataModule(degradation={"name": "lowlight"}, swap_prob=1.0, **FAST)
     batch = _first_batches(dm, 1)[0]
     assert batch["lq"].mean() > batch["gt"].mean()  # the dark image became the target
+
+
+def test_mild_prob_blends_lq_toward_gt() -> None:
+    """Every pair blended: each LQ lies on the line from its GT to the full-strength LQ of the same draw."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}
+    full = _first_batches(PairedDataModule(degradation={"name": "lowlight"}, **settings), 1)[0]
+    mild = _first_batches(PairedDataModule(degradation={"name": "lowlight"}, mild_prob=1.0, **settings), 1)[0]
+    assert torch.equal(full["gt"], mild["gt"])
+    full_change, mild_change = full["lq"] - full["gt"], mild["lq"] - mild["gt"]
+    severity = (mild_change * full_change).flatten(1).sum(1) / full_change.pow(2).flatten(1).sum(1)
+    assert torch.allclose(mild_change, severity.view(-1, 1, 1, 1) * full_change, atol=1e-5)
+    assert ((severity >= 0) & (severity <= 1)).all() and severity.std() > 0.1  # random amounts, not one
+    with pytest.raises(DataError, match=r"data\.mild_prob=1\.5"):
+        PairedDataModule(degradation={"name": "lowlight"}, mild_prob=1.5, **FAST).setup("fit")

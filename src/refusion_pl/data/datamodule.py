@@ -105,6 +105,7 @@ class PairedDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         augment: bool = True,
         swap_prob: float = 0.0,
+        mild_prob: float = 0.0,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -132,6 +133,7 @@ class PairedDataModule(L.LightningDataModule):
             pad_small,
             upsample_lq,
         )
+        self.mild_prob = mild_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -181,12 +183,14 @@ class PairedDataModule(L.LightningDataModule):
                 _check_int(key, getattr(self, key), low=1)
         if self.crop_size % self.scale:
             raise DataError(f"data.crop_size={self.crop_size} must be a multiple of data.scale={self.scale}")
-        if not 0.0 <= self.swap_prob <= 1.0:
-            raise DataError(f"data.swap_prob={self.swap_prob} must be in [0, 1]")
-        if self.swap_prob > 0 and self.scale > 1 and not self.upsample_lq:
-            raise DataError(
-                "data.swap_prob > 0 needs LQ and GT of the same size (scale 1 or data.upsample_lq)"
-            )
+        for key in ("swap_prob", "mild_prob"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise DataError(f"data.{key}={value} must be in [0, 1]")
+            if value > 0 and self.scale > 1 and not self.upsample_lq:
+                raise DataError(
+                    f"data.{key} > 0 needs LQ and GT of the same size (scale 1 or data.upsample_lq)"
+                )
         if self.check_images not in CHECK_MODES:
             raise DataError(f"data.check_images={self.check_images!r}; allowed: {list(CHECK_MODES)}")
         if not self.val_holdout > 0:
@@ -398,6 +402,7 @@ class PairedDataModule(L.LightningDataModule):
                 crop_size=self.crop_size,
                 augment=self.augment,
                 swap_prob=self.swap_prob,
+                mild_prob=self.mild_prob,
                 pad_small=self.pad_small,
                 seed=self.seed,
                 **common,

@@ -392,6 +392,16 @@ def upsample(lq: Tensor, size: tuple[int, int]) -> Tensor:
 # ------------------------------------------------------------------------------------------ datasets
 
 
+def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
+    """``lq`` moved toward ``gt``: ``severity`` 1 keeps the degradation, 0 removes it.
+
+    Trained only on full-strength degradations, a model "restores" every input by that much, so a photo that
+    needs little comes out worse than it went in (a bright photo through a low-light model). Blended pairs
+    teach it that the amount to restore depends on the input (``data.mild_prob``).
+    """
+    return gt + severity * (lq - gt)
+
+
 class _Loader:
     """Reads a pair (optionally caching decoded images, for the small bundled set).
 
@@ -519,6 +529,7 @@ class TrainDataset(_PairDataset):
         degradation: Degradation | None = None,
         augment: bool = True,
         swap_prob: float = 0.0,
+        mild_prob: float = 0.0,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -530,7 +541,7 @@ class TrainDataset(_PairDataset):
         super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
-        self.upsample_lq, self.seed = upsample_lq, seed
+        self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
 
     def __len__(self) -> int:
         return self.length
@@ -553,6 +564,8 @@ class TrainDataset(_PairDataset):
             lq, gt = (vertical_flip if self.views == 2 else dihedral)([lq, gt], g)
         if self.upsample_lq and self.scale > 1:
             lq = upsample(lq, gt.shape[-2:])
+        if self.mild_prob > 0 and float(torch.rand((), generator=g)) < self.mild_prob:
+            lq = milder(lq, gt, float(torch.rand((), generator=g)))
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
