@@ -54,6 +54,18 @@ def test_fused_layer_norm_equals_mean_var_form() -> None:
     assert rel_err(norm(x), expected) < 1e-5
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_modulated_layer_norm_equals_norm_then_scale_and_shift(batch: int) -> None:
+    torch.manual_seed(0)
+    norm = LayerNorm2d(8)
+    norm.g.data.uniform_(0.5, 1.5)
+    x = torch.randn(batch, 8, 6, 5)
+    scale, shift = torch.randn(batch, 8, 1, 1), torch.randn(batch, 8, 1, 1)
+    expected = norm(x) * (scale + 1) + shift
+    assert rel_err(norm.modulated(x.contiguous(memory_format=CL), scale, shift), expected) < 1e-5
+    assert rel_err(norm.modulated(x, scale, shift), expected) < 1e-5
+
+
 def test_pointwise_conv_as_matrix_multiply_equals_conv() -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 12, 1)

@@ -29,6 +29,18 @@ class LayerNorm2d(nn.Module):
         var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.g
 
+    def modulated(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        """`self(x) * (scale + 1) + shift` for per-image `(B, C, 1, 1)` scale and shift.
+
+        For one NHWC image (sampling) the modulation folds into the layer_norm's own weight and bias: one pass
+        over the map instead of three.
+        """
+        if x.shape[0] == 1 and is_channels_last(x):
+            weight = (self.g * (scale + 1)).reshape(-1)
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weight, shift.reshape(-1), self.eps)
+            return normed.permute(0, 3, 1, 2)
+        return self(x) * (scale + 1) + shift
+
 
 def is_channels_last(x: Tensor) -> bool:
     """True for a 4-D tensor stored NHWC with more than one pixel (1x1 maps are ambiguous: keep NCHW code)."""

@@ -96,18 +96,18 @@ class NAFBlock(nn.Module):
     def forward(self, inp: Tensor, emb: Tensor, extra: Tensor | None = None) -> Tensor:
         mod = self.mlp(emb)[:, :, None, None]
         shift_att, scale_att, shift_ffn, scale_ffn = mod.chunk(4, dim=1)
-        x = self.norm1(inp) * (scale_att + 1) + shift_att
+        x = self.norm1.modulated(inp, scale_att, shift_att)
         x = self.sg(self.conv2(pointwise(self.conv1, x)))
         x = pointwise(self.conv3, x * self.sca(x))
-        y = inp + x * self.beta
-        x = self.norm2(y) * (scale_ffn + 1) + shift_ffn
+        y = torch.addcmul(inp, x, self.beta)
+        x = self.norm2.modulated(y, scale_ffn, shift_ffn)
         x = self.sg(pointwise(self.conv4, x))
         if self.cam_mlp is not None:
             if extra is None:
                 raise ValueError("this block needs the extra conditioning embedding (cond_scalars)")
             scale_cam, shift_cam = self.cam_mlp(extra)[:, :, None, None].chunk(2, dim=1)
             x = x * (scale_cam + 1) + shift_cam
-        out = y + pointwise(self.conv5, x) * self.gamma
+        out = torch.addcmul(y, pointwise(self.conv5, x), self.gamma)
         return self.fusion(out) if self.fusion is not None else out
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 11 on a lent GPU: bench.py with the paper-size nets, fp32 and bf16, eager-prepared and torch.compile.
+# Every figure is still a ratio against the original network + sampler in plain fp32, timed in the same process.
+# Budget: under 8 minutes on an H200 (each run has its own timeout; a run that times out loses only its own file).
+#
+#   bash benchmarks/gpu_bench.sh                                  # on the GPU machine
+#   DEVICE=cpu NET=tiny SIZES=64 STEPS=2 QUICK=--quick bash benchmarks/gpu_bench.sh   # the CPU check of the script
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DEVICE=${DEVICE:-cuda}
+NET=${NET:-paper}
+SIZES=${SIZES:-256 512 1024}
+STEPS=${STEPS:-20}
+QUICK=${QUICK:-}
+OUT=${OUT:-benchmarks/results}
+TAG=${TAG:-gpu}
+status=0
+
+run() {  # run NAME SECONDS ARGS...: one bench.py run under its own time limit
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit}s): $*"
+    timeout "$limit" "$PY" benchmarks/bench.py --device "$DEVICE" --net "$NET" --steps "$STEPS" $QUICK \
+        --output "$OUT/bench_${TAG}_${name}" "$@" || { echo "!! $name failed or timed out"; status=1; }
+}
+
+"$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+# shellcheck disable=SC2086
+run fp32 150 --sizes $SIZES --repeats 2
+# shellcheck disable=SC2086
+run bf16 120 --sizes $SIZES --repeats 2 --precision bf16 --skip large
+# Compiling the paper net takes about a minute per shape on a GPU host: one size, no training section.
+run bf16_compile 180 --sizes "${SIZES%% *}" --repeats 2 --precision bf16 --compile --skip training large compare
+exit $status
