@@ -51,7 +51,10 @@ def test_smoke_run_writes_everything(compose_config, tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "completed" and "val/psnr" in summary["final"]
     assert metrics["val/psnr"] == pytest.approx(summary["final"]["val/psnr"])
-    assert summary["final"]["train/steps_per_sec"] > 0  # the sweep report's steps/s column
+    # the sweep report's steps/s column: ThroughputMonitor's batches over seconds of training, as last logged
+    rows = _csv_rows(next((run / "diffusion" / "csv").rglob("metrics.csv")))
+    batches, seconds = _column(rows, "train/batches")[-1], _column(rows, "train/time")[-1]
+    assert batches == 4 and summary["final"]["train/steps_per_sec"] == pytest.approx(batches / seconds)
     assert (run / "restorations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checkpoint = safe_torch_load(run / "diffusion" / "checkpoints" / "last.ckpt")
     stored = checkpoint["refusion_pl"]

@@ -36,7 +36,6 @@ from refusion_pl.lit.checkpointing import LAST_NAME, AtomicCheckpointIO, RunChec
 from refusion_pl.summary import report_run
 
 log = logging.getLogger("refusion_pl.train")
-THROUGHPUT_METRIC = "train/device/batches_per_sec"  # Lightning's ThroughputMonitor (conf/callbacks: throughput)
 
 
 class TrainingStopped(RuntimeError):
@@ -298,14 +297,15 @@ def run_stage(
     with contextlib.suppress(SIGTERMException):  # RunCheckpoint saved last.ckpt; check_stopped_early says so
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     check_stopped_early(trainer, stage)
-    # ThroughputMonitor's rate over its last window (loggers only; validate() below clears logged_metrics)
-    steps_per_sec = trainer.logged_metrics.get(THROUGHPUT_METRIC)
+    # Lightning's ThroughputMonitor logs the batches and seconds of training so far (validation excluded); with
+    # a logger only, and validate() below clears them
+    batches, seconds = (trainer.logged_metrics.get(f"train/{name}") for name in ("batches", "time"))
     metrics = _scalars(trainer.callback_metrics)
     if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = _scalars(trainer.callback_metrics)
-    if steps_per_sec is not None:
-        metrics.setdefault("train/steps_per_sec", float(steps_per_sec))
+    if batches is not None and seconds:
+        metrics.setdefault("train/steps_per_sec", float(batches) / float(seconds))  # the mean over the whole fit
     log_final_table(trainer, stage, metrics)
     finish_wandb()
     ckpt_cb = trainer.checkpoint_callback
