@@ -57,3 +57,26 @@ def test_restore_config_inference_node_is_checked_before_loading() -> None:
     assert inference_settings(cfg) == {"compile": False, "channels_last": True}
     with pytest.raises(RestoreError, match=r"inference\.channels_last='fast'"):
         inference_settings(OmegaConf.create({"inference": {"channels_last": "fast"}}))
+
+
+def test_channels_last_training_keeps_loss_gradients_and_its_format_through_validation() -> None:
+    """Same loss and gradients on the same draw (randn_like follows the memory layout, so draws are taken NCHW)."""
+    from refusion_pl.lit.speed import ChannelsLast
+
+    gen = torch.Generator().manual_seed(0)
+    xt, mu, x0 = (torch.rand(2, 4, 8, 8, generator=gen) for _ in range(3))
+    t = torch.tensor([1, 3])
+    results = []
+    for convert in (False, True):
+        module = latent_module()
+        if convert:
+            ChannelsLast().on_fit_start(None, module)
+            assert nhwc(module.net) and nhwc(module.autoencoder)
+        loss = module.sde.training_loss(module.net(xt, mu, t), xt, x0, mu, t)
+        loss.backward()
+        results.append((loss.detach(), module.net.intro.weight.grad.clone()))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+    module.on_validation_epoch_start()
+    module.on_validation_epoch_end()
+    assert nhwc(module.net)  # validation hands the training format back

@@ -212,10 +212,15 @@ class DiffusionModule(RestorationModule):
         return self
 
     def _validation_memory_format(self, validating: bool) -> None:
-        """`val.channels_last`: NHWC weights while validation samples, plain NCHW again for training."""
+        """`val.channels_last`: NHWC weights while validation samples, the training format again afterwards."""
         if not self.val_cfg.get("channels_last", True):
             return
-        memory_format = torch.channels_last if validating else torch.contiguous_format
+        if validating:
+            nhwc = not self.net.intro.weight.is_contiguous()  # training in channels-last (lit.speed.ChannelsLast)?
+            self._training_memory_format = torch.channels_last if nhwc else torch.contiguous_format
+            memory_format = torch.channels_last
+        else:
+            memory_format = getattr(self, "_training_memory_format", torch.contiguous_format)
         for net in (self.net, self.autoencoder):
             if net is not None:
                 net.to(memory_format=memory_format)
