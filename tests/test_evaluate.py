@@ -25,7 +25,7 @@ def save_trained_like_checkpoint(path: Path, train_cfg) -> Path:
     torch.manual_seed(0)
     sde = {"max_sigma": 50, "steps": 8, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
     module = DiffusionModule(model="pixel", nafnet=TINY_NAFNET, sde=sde)
-    config = OmegaConf.to_container(train_cfg, resolve=True)
+    config = OmegaConf.to_container(train_cfg, resolve=True, enum_to_str=True)  # as train() stores it
     meta = {"kind": "diffusion", "config": config}
     torch.save(
         {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(), "refusion_pl": meta},
