@@ -304,8 +304,8 @@ def run_stage(
     if cfg.optimized_metric not in metrics:  # the last validation did not fall on the final step
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = _scalars(trainer.callback_metrics)
-    if batches is not None and seconds:
-        metrics.setdefault("train/steps_per_sec", float(batches) / float(seconds))  # the mean over the whole fit
+    if batches is not None and seconds:  # the mean over the whole fit
+        metrics.setdefault("train/steps_per_sec", float(batches) / float(seconds))
     log_final_table(trainer, stage, metrics)
     finish_wandb()
     ckpt_cb = trainer.checkpoint_callback
