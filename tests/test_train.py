@@ -18,7 +18,7 @@ from refusion_pl.config import ConfigError
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.lit.diffusion import trained_sde_differences
 from refusion_pl.restore import Restorer
-from refusion_pl.train import train
+from refusion_pl.train import train, validation_interval
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -394,3 +394,14 @@ def test_trainer_enable_progress_bar_is_honoured(compose_config, tmp_path, overr
     trainer = build_trainer(cfg, "diffusion", tmp_path / "diffusion", 4, {})
     bar = trainer.progress_bar_callback
     assert (type(bar).__name__ if bar is not None else None) in expected  # true: Lightning's default bar
+
+
+@pytest.mark.parametrize(
+    ("requested", "max_steps", "expected"),
+    [(500, 800, 400), (500, 1000, 500), (500, 300, 300), (7, 20, 5), (500, 997, 500)],
+)
+def test_validation_lands_on_the_final_step(requested: int, max_steps: int, expected: int):
+    """No more than the requested interval (nor under half of it), the last validation on the final step."""
+    every = validation_interval(requested, max_steps)
+    assert every == expected and every <= requested
+    assert max_steps % every == 0 or max_steps == 997  # a prime: no divisor near 500, keep the request

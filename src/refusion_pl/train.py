@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import traceback
@@ -183,6 +184,20 @@ def trainer_plugins() -> list[Any]:
     return plugins
 
 
+def validation_interval(requested: int, max_steps: int) -> int:
+    """At most ``requested`` steps between validations, spread so that the last one lands on the final step.
+
+    With 800 steps and a requested 500, validating at 500 only would leave the last 300 steps out of the
+    best-checkpoint choice; 400 validates at 400 and 800. The largest divisor of ``max_steps`` between half the
+    requested interval and the interval itself; the requested interval when there is none.
+    """
+    requested = max(1, min(requested, max_steps))
+    for every in range(requested, math.ceil(requested / 2) - 1, -1):
+        if max_steps % every == 0:
+            return every
+    return requested
+
+
 def build_trainer(
     cfg: DictConfig, stage: str, stage_dir: Path, max_steps: int, run_config: dict
 ) -> pl.Trainer:
@@ -193,7 +208,7 @@ def build_trainer(
     show_progress = cfg.trainer.get("enable_progress_bar")
     if show_progress is False:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    val_every = min(int(cfg.trainer.val_check_interval), max_steps)
+    val_every = validation_interval(int(cfg.trainer.val_check_interval), max_steps)
     return hydra.utils.instantiate(
         cfg.trainer,
         max_steps=max_steps,
