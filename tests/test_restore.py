@@ -184,12 +184,37 @@ def test_full_length_respacing_equals_the_full_sampler(latent_ckpt):
     assert (full - x_T).abs().mean() > 1e-3  # the run moved
 
 
-def test_sample_steps_equal_to_T_matches_the_default(pixel_ckpt, tmp_path):
+def reverse_loop_from_the_tables(
+    sde: IRSDE, net: Any, mu: torch.Tensor, seed: int, sampler: str
+) -> torch.Tensor:
+    """The original's ``t = T..1`` Euler loop written out from the SDE's tables, without ``sampling.py``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = mu + sde.lam * torch.randn(mu.shape, generator=generator)
+    score_weight = 1.0 if sampler == "sde" else 0.5  # the probability-flow ODE halves the score term
+    with torch.no_grad():
+        for t in range(sde.T, 0, -1):
+            score = -net(x, mu, torch.tensor([t])) / sde.sigma_bars[t]
+            x = x - (sde.thetas[t] * (mu - x) - score_weight * sde.sigmas[t] ** 2 * score) * sde.dt
+            if sampler == "sde":
+                x = x + sde.sigmas[t] * sde.dt**0.5 * torch.randn(mu.shape, generator=generator)
+    return x.clamp(0, 1)
+
+
+@pytest.mark.parametrize("sampler", ["sde", "ode"])
+def test_sample_steps_equal_to_T_matches_the_default(sampler, pixel_ckpt, tmp_path):
+    """``sample_steps`` null and ``= T`` both run the full T-step loop, checked against one written out here."""
     source = tmp_path / "a.png"
     write_image(source, photo(16, 24))
-    restore(config(pixel_ckpt, source, tmp_path / "all", sample_steps=None))
-    restore(config(pixel_ckpt, source, tmp_path / "eight", sample_steps=8))
-    assert (tmp_path / "all" / "a.png").read_bytes() == (tmp_path / "eight" / "a.png").read_bytes()
+    for name, steps in (("all", None), ("eight", 8)):
+        assert restore(config(pixel_ckpt, source, tmp_path / name, sample_steps=steps, sampler=sampler)).ok
+    module = DiffusionModule.from_checkpoint(pixel_ckpt)
+    assert module.sde.T == 8
+    lq = read_image(source)[0]
+    expected = reverse_loop_from_the_tables(module.sde, module.net, lq[None], 0, sampler)[0]
+    restored = {name: read_image(tmp_path / name / "a.png")[0] for name in ("all", "eight")}
+    assert (restored["all"] - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit rounding only
+    assert torch.equal(restored["eight"], restored["all"])
+    assert (expected - lq).abs().max() > 0.1  # the loop moved: the tolerance above tells runs apart
 
 
 class Payload:
