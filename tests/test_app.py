@@ -38,7 +38,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 
 MAX_PIXELS = 4000  # the server's limit in this test: 40x45 passes, 80x80 is refused
-SETTINGS = {"sampler": "sde", "steps": 3, "tile": "auto", "seed": 7}
+SETTINGS = {"sampler": "sde", "spacing": "ou", "steps": 3, "tile": "auto", "seed": 7}  # the page's order
 
 
 def free_port() -> int:
@@ -82,28 +82,30 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         f"max_pixels={MAX_PIXELS}",
         "max_upload=1mb",
     )
+    # gradio's file cache of this server only (the default /tmp/gradio is shared with any other test run)
+    saved_cache = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
     demo = serve(cfg, block=False)
     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=tmp_path_factory.mktemp("dl"))
     yield client, demo
     demo.close()
     shutil.rmtree(demo.refusion_service.workdir, ignore_errors=True)
-    with socket.socket() as sock:  # the port is free again: the server stopped
+    if saved_cache is None:
+        os.environ.pop("GRADIO_TEMP_DIR")
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = saved_cache
+    with socket.socket() as sock:  # the port is free again: nothing listens (closed connections may linger)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
 
 
+def page_inputs(*files: Path, **settings: Any) -> list[Any]:
+    """The restore event's inputs: uploads, SETTINGS (overridden by ``settings``), empty lens fields."""
+    return [[handle_file(str(f)) for f in files], *{**SETTINGS, **settings}.values(), "", "", None]
+
+
 def restore_page(client: Client, *files: Path, **settings: Any) -> tuple[Any, list[str], str]:
-    values = {**SETTINGS, **settings}
-    return client.predict(
-        [handle_file(str(f)) for f in files],
-        values["sampler"],
-        values["steps"],
-        values["tile"],
-        values["seed"],
-        "",
-        "",
-        None,
-        api_name="/restore",
-    )
+    return client.predict(*page_inputs(*files, **settings), api_name="/restore")
 
 
 def photo(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -165,7 +167,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, tmp_path
         with pytest.raises(AppError, match=message):
             restore_page(client, upload)
     with pytest.raises(AppError, match="upload an image first"):
-        client.predict([], "sde", 3, "auto", 7, "", "", None, api_name="/restore")
+        client.predict(*page_inputs(), api_name="/restore")
     with pytest.raises(AppError, match="tile"):
         restore_page(client, good, tile="tiny")
     _, downloads, status = restore_page(client, good, large)  # one good, one bad: the good one is restored
@@ -188,12 +190,7 @@ def test_concurrent_requests_wait_in_the_queue(server, tmp_path, monkeypatch):
 
     monkeypatch.setattr(service, "restore", timed)
     write_image(tmp_path / "a.png", photo(40, 45))
-    jobs = [
-        client.submit(
-            [handle_file(str(tmp_path / "a.png"))], "sde", 3, "auto", 7, "", "", None, api_name="/restore"
-        )
-        for _ in range(3)
-    ]
+    jobs = [client.submit(*page_inputs(tmp_path / "a.png"), api_name="/restore") for _ in range(3)]
     results = [job.result(timeout=120) for job in jobs]
     outputs = [Path(result[1][0]).read_bytes() for result in results]
     assert outputs[0] == outputs[1] == outputs[2]
@@ -207,7 +204,7 @@ def test_the_page_shows_sampling_progress(server, tmp_path):
     write_image(tmp_path / "p.png", photo(48, 48))
     steps = demo.refusion_service.steps_max
     job = client.submit(
-        [handle_file(str(tmp_path / "p.png"))], "sde", steps, "none", 0, "", "", None, api_name="/restore"
+        *page_inputs(tmp_path / "p.png", steps=steps, tile="none", seed=0), api_name="/restore"
     )
     seen: set[str] = set()
     while not job.done():
@@ -230,7 +227,7 @@ def test_stereo_and_bokeh_checkpoints_restore_like_the_cli(task, tmp_path):
     service = load_service(compose_entry("app", f"ckpt={ckpt}", "device=cpu"))
     try:
         build_app(service, compose_entry("app", f"ckpt={ckpt}", "device=cpu"))  # the page builds for it
-        request = service.settings("sde", 2, "auto", 3)
+        request = service.settings("sde", "ou", 2, "auto", 3)
         source = tmp_path / "in"
         lenses: dict[str, Any] = {}
         if task == "stereo_sr":
@@ -279,20 +276,23 @@ def test_a_queued_job_reports_its_position(server, tmp_path, monkeypatch):
     client, demo = server
     started, gate = blocked_restores(demo.refusion_service, monkeypatch)
     write_image(tmp_path / "q.png", photo(16, 16))
-    upload = [handle_file(str(tmp_path / "q.png"))]
-    running = client.submit(upload, "sde", 1, "none", 0, "", "", None, api_name="/restore")
-    assert started.wait(timeout=30)
-    waiting = [
-        client.submit(upload, "sde", 1, "none", 0, "", "", None, api_name="/restore") for _ in range(2)
-    ]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and waiting[1].status().rank is None:
-        time.sleep(0.02)
-    first, second = (job.status() for job in waiting)
-    gate.set()
-    assert (first.code, first.rank) == (Status.IN_QUEUE, 0), first  # next in line
+    jobs = [client.submit(*page_inputs(tmp_path / "q.png", steps=1), api_name="/restore")]
+    try:
+        assert started.wait(timeout=30)  # the first job holds the worker
+        statuses = []
+        for rank in (0, 1):  # join one at a time, so the order in the queue is known
+            jobs.append(client.submit(*page_inputs(tmp_path / "q.png", steps=1), api_name="/restore"))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and jobs[-1].status().rank != rank:
+                time.sleep(0.02)
+            statuses.append(jobs[-1].status())
+    finally:
+        gate.set()
+        results = [job.result(timeout=60) for job in jobs]
+    first, second = statuses
+    assert (first.code, first.rank, first.queue_size) == (Status.IN_QUEUE, 0, 1), first  # next in line
     assert (second.code, second.rank, second.queue_size) == (Status.IN_QUEUE, 1, 2), second  # one ahead of it
-    assert all(job.result(timeout=60)[2].startswith("Restored 1") for job in [running, *waiting])
+    assert all(result[2].startswith("Restored 1") for result in results)
 
 
 def test_the_page_in_a_browser_restores_and_shows_the_queue(server, tmp_path, monkeypatch):
@@ -311,8 +311,7 @@ def test_the_page_in_a_browser_restores_and_shows_the_queue(server, tmp_path, mo
     jobs = []
 
     def occupy_the_worker() -> None:
-        jobs.append(client.submit([handle_file(str(tmp_path / "photo.png"))], *SETTINGS.values(), "", "", None,
-                                  api_name="/restore"))  # fmt: skip
+        jobs.append(client.submit(*page_inputs(tmp_path / "photo.png"), api_name="/restore"))
         assert started.wait(timeout=30)
 
     def open_gate_once_queued(texts: list[str]) -> None:

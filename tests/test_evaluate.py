@@ -116,14 +116,16 @@ def test_metrics_agree_with_scikit_image_on_real_photos(compose_config, ckpt, tm
 
 def test_multirun_steps_table(compose_config, ckpt, tmp_path):
     sweep = tmp_path / "sweep"
-    for job, steps in enumerate((8, 2)):
+    for job, (steps, spacing) in enumerate([(8, "ou"), (2, "ou"), (2, "logsnr")]):
         cfg = compose_config(
             f"ckpt={ckpt}", "crop=32", "max_images=1", f"sample_steps={steps}", "sampler=ode",
-            name="evaluate", output_dir=sweep / str(job),
+            f"spacing={spacing}", name="evaluate", output_dir=sweep / str(job),
         )  # fmt: skip
-        evaluate(cfg)
+        summary = evaluate(cfg)
+        assert summary["spacing"] == spacing
     table = sweep_table(sweep)
     lines = [line for line in table.splitlines() if line.startswith("| ")][1:]
-    assert [line.split("|")[3].strip() for line in lines] == ["-", "2", "8"]
+    assert [line.split("|")[3].strip() for line in lines] == ["-", "2", "2", "8"]
+    assert [line.split("|")[2].strip() for line in lines] == ["-", "ode (logsnr)", "ode", "ode"]
     assert (sweep / "steps_table.md").read_text() == table
-    assert len(read_rows(sweep / "steps_table.csv")) == 3
+    assert [row["spacing"] for row in read_rows(sweep / "steps_table.csv")] == ["", "logsnr", "ou", "ou"]

@@ -184,6 +184,49 @@ def test_full_length_respacing_equals_the_full_sampler(latent_ckpt):
     assert (full - x_T).abs().mean() > 1e-3  # the run moved
 
 
+def test_spacing_logsnr_restores_as_the_sampler_does(pixel_ckpt, tmp_path):
+    """``spacing=logsnr`` restores exactly as ``sampling.sample(spacing="logsnr")`` on the same noise."""
+    source = tmp_path / "a.png"
+    write_image(source, photo(16, 24))
+    for spacing in ("logsnr", "ou"):
+        assert restore(config(pixel_ckpt, source, tmp_path / spacing, sample_steps=3, spacing=spacing)).ok
+    module = DiffusionModule.from_checkpoint(pixel_ckpt)
+    lq = read_image(source)[0][None]
+    generator = torch.Generator().manual_seed(0)  # the CLI's seed=0
+    direct = sample(
+        module.sde, module.noise_model, lq, sampler="sde", steps=3, generator=generator, spacing="logsnr"
+    )
+    write_image(tmp_path / "direct.png", direct[0].clamp(0, 1))
+    logsnr = (tmp_path / "logsnr" / "a.png").read_bytes()
+    assert logsnr == (tmp_path / "direct.png").read_bytes()
+    assert logsnr != (tmp_path / "ou" / "a.png").read_bytes()  # the spacing changed the result
+
+
+@pytest.mark.parametrize("ckpt", ["pixel", "latent"])
+def test_tiled_restores_sample_with_the_spacing(ckpt, pixel_ckpt, latent_ckpt, tmp_path, monkeypatch):
+    """Every tiled path (blended pixel windows, tiled autoencoder) passes the spacing to the sampler."""
+    from refusion_pl import tiling
+
+    seen: list[str] = []
+    original = tiling.sample
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(kwargs["spacing"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, "sample", spy)
+    write_image(tmp_path / "a.png", photo(40, 48))
+    path = pixel_ckpt if ckpt == "pixel" else latent_ckpt
+    assert restore(config(path, tmp_path / "a.png", tmp_path / "out", spacing="logsnr", tile=16)).ok
+    assert seen == ["logsnr"]
+
+
+def test_bad_spacing_names_the_key(pixel_ckpt, tmp_path):
+    write_image(tmp_path / "a.png", photo(8, 8))
+    with pytest.raises(RestoreError, match=r"spacing='even' is unknown; allowed: ou, uniform, logsnr"):
+        restore(config(pixel_ckpt, tmp_path / "a.png", tmp_path / "out", spacing="even"))
+
+
 def reverse_loop_from_the_tables(
     sde: IRSDE, net: Any, mu: torch.Tensor, seed: int, sampler: str
 ) -> torch.Tensor:

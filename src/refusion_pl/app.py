@@ -32,13 +32,14 @@ from refusion_pl.restore import (
     RestoreError,
     Restorer,
     autocast,
+    inference_settings,
     load_model,
     parse_memory,
     parse_tile,
     pick_device,
     run_folder,
 )
-from refusion_pl.sampling import SAMPLERS
+from refusion_pl.sampling import SAMPLERS, SPACINGS
 
 log = logging.getLogger("refusion_pl.app")
 
@@ -77,16 +78,23 @@ class Service:
     def default_steps(self) -> int:
         return int(self.restorer.steps or self.restorer.module.val_cfg.get("sample_steps") or self.steps_max)
 
-    def settings(self, sampler: str, steps: float, tile: Any, seed: float) -> Restorer:
+    def settings(self, sampler: str, spacing: str, steps: float, tile: Any, seed: float) -> Restorer:
         """A copy of the loaded restorer with this request's sampling settings (the model is shared)."""
         if sampler not in SAMPLERS:
             raise RestoreError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+        if spacing not in SPACINGS:
+            raise RestoreError(f"spacing={spacing!r} is unknown; allowed: {', '.join(SPACINGS)}")
         if steps is None or not 1 <= int(steps) <= self.steps_max:
             raise RestoreError(f"steps must be 1..{self.steps_max} (this checkpoint's T), got {steps}")
         if seed is None:
             raise RestoreError("seed must be a whole number")
         return dataclasses.replace(
-            self.restorer, sampler=sampler, steps=int(steps), seed=int(seed), tile=parse_tile(tile)
+            self.restorer,
+            sampler=sampler,
+            spacing=spacing,
+            steps=int(steps),
+            seed=int(seed),
+            tile=parse_tile(tile),
         )
 
     def lenses(self, src_lens: str, tgt_lens: str, disparity: float | None) -> LensSettings | None:
@@ -154,12 +162,29 @@ def _preview(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
     return picture
 
 
+def _comparison(source: Path, restored: Path) -> tuple[str, str]:
+    """Before/after previews as PNG files in the request's folder.
+
+    Files, not pictures: gradio caches a returned picture by rewriting one shared path in place, so two requests
+    showing the same image could serve each other a half-written file; a returned file is copied atomically.
+    """
+    folder = restored.parent.parent / "preview"
+    folder.mkdir(exist_ok=True)
+    after = _preview(restored)
+    paths = (folder / "before.png", folder / "after.png")
+    for picture, path in zip((_preview(source, after.size), after), paths, strict=True):
+        picture.save(path)
+    return str(paths[0]), str(paths[1])
+
+
 def load_service(cfg: DictConfig) -> Service:
     """Check the settings, load the checkpoint once and make the folder requests write into."""
     device = pick_device(str(cfg.device))
     autocast(device, str(cfg.precision))  # validate before the (slow) model load
     parse_tile(cfg.tile), parse_memory(cfg.max_memory)
-    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    inference = inference_settings(cfg)  # the CLI's network preparation, so results equal its files
+    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device, cfg.get("spacing"))
+    module.prepare_for_inference(device, inference)
     restorer = Restorer.from_config(cfg, module, device, progress=True)
     workdir = Path(tempfile.mkdtemp(prefix="refusion-app-"))
     max_pixels = None if cfg.get("max_pixels") is None else int(cfg.max_pixels)
@@ -185,6 +210,7 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
     def run(
         uploads: list[str] | None,
         sampler: str,
+        spacing: str,
         steps: float,
         tile: Any,
         seed: float,
@@ -195,7 +221,7 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
     ) -> tuple[Any, list[str], str]:
         progress(0, desc="starting")
         try:
-            request = service.settings(sampler, steps, tile, seed)
+            request = service.settings(sampler, spacing, steps, tile, seed)
             lenses = service.lenses(src_lens, tgt_lens, disparity)
             outputs, failures, seconds, first = service.restore(uploads, request, lenses)
         except (RestoreError, DataError, OutputError) as err:
@@ -209,12 +235,12 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
         tile_used = restorer_tile(request)
         status = (
             f"Restored {len(outputs)} file(s) in **{seconds:.1f} s** "
-            f"({request.sampler}, {request.steps} steps, tile {tile_used}, seed {request.seed})."
+            f"({request.sampler}, {request.steps} steps, {request.spacing} spacing, tile {tile_used}, "
+            f"seed {request.seed})."
         )
         if problems:
             status += f"\n\nNot restored:\n{problems}"
-        after = _preview(first[1])
-        comparison = (_preview(first[0], after.size), after)
+        comparison = _comparison(*first)
         return comparison, [str(path) for path in outputs], status
 
     intro = (
@@ -234,6 +260,11 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
                 if examples:
                     gr.Examples([[[path]] for path in examples], inputs=[uploads], label="Bundled photos")
                 sampler = gr.Dropdown(list(SAMPLERS), value=restorer.sampler, label="Sampler")
+                spacing = gr.Dropdown(
+                    list(SPACINGS),
+                    value=restorer.spacing,
+                    label="Timestep spacing with fewer steps (ou: process clock; logsnr: even log-SNR)",
+                )
                 steps = gr.Slider(
                     1,
                     service.steps_max,
@@ -262,7 +293,7 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
                 status = gr.Markdown(elem_id="status")
         button.click(
             run,
-            inputs=[uploads, sampler, steps, tile, seed, src_lens, tgt_lens, disparity],
+            inputs=[uploads, sampler, spacing, steps, tile, seed, src_lens, tgt_lens, disparity],
             outputs=[comparison, downloads, status],
             api_name="restore",
             concurrency_limit=1,  # one restoration at a time: the others wait in the queue

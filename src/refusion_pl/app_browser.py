@@ -115,12 +115,15 @@ def restore_in_browser(
 
     def finished() -> bool:
         progress = _text(driver, "#comparison .progress-text, #comparison .meta-text, #status .meta-text")
-        progress = re.sub(r"\s*\|?\s*[\d.]+s$", "", progress)  # drop the running clock
+        progress = re.sub(r"(\s*\|\s*[\d./]+s?)+$|^[\d./]+s$", "", progress)  # drop the clock and estimate
         if progress and (not queue_texts or queue_texts[-1] != progress):
             queue_texts.append(progress)
         if on_poll is not None:
             on_poll(queue_texts)
-        return _text(driver, "#status").startswith("Restored") or bool(page_errors(driver))
+        if page_errors(driver):
+            return True
+        shown = len(driver.execute_script(LOADED_IMAGES, "#comparison img")) >= 2  # before and after decoded
+        return shown and _text(driver, "#status").startswith("Restored")
 
     wait_for(driver, finished, timeout, "the result or an error", poll=0.05)
     seconds = time.perf_counter() - start

@@ -136,6 +136,12 @@ def _fmt(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _sampler_label(entry: dict[str, Any]) -> str:
+    """The sampler, with its timestep spacing when it is not the default ``ou``."""
+    sampler, spacing = entry.get("sampler"), entry.get("spacing") or "ou"
+    return "-" if not sampler else sampler if spacing == "ou" else f"{sampler} ({spacing})"
+
+
 def markdown_table(entries: list[dict[str, Any]]) -> str:
     """Rows of ``{"method", "sampler", "steps", metrics...}`` as a Markdown table (stereo: per-view PSNR too;
     PSNR and SSIM are then the mean of both views)."""
@@ -145,7 +151,7 @@ def markdown_table(entries: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (11 if stereo else 9)]
     for e in entries:
         line = (
-            f"| {e['method']} | {e.get('sampler') or '-'} | {e.get('steps') or '-'} | {_fmt(e.get('psnr'), 2)} | "
+            f"| {e['method']} | {_sampler_label(e)} | {e.get('steps') or '-'} | {_fmt(e.get('psnr'), 2)} | "
             f"{_fmt(e.get('ssim'), 4)} | {_fmt(e.get('psnr_y'), 2)} | {_fmt(e.get('ssim_y'), 4)} | "
             f"{_fmt(e.get('lpips'), 4)} | {_fmt(e.get('seconds'), 2)} |"
         )
@@ -160,6 +166,7 @@ def summary_entries(summary: dict[str, Any]) -> list[dict[str, Any]]:
     restored = {
         "method": "refusion",
         "sampler": summary["sampler"],
+        "spacing": summary.get("spacing", "ou"),  # summaries written before spacing existed used ou
         "steps": summary["sample_steps"],
         **summary["refusion"],
     }
@@ -180,7 +187,7 @@ def sweep_table(sweep_dir: Path) -> str:
     summaries = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{SUMMARY_NAME}"))]
     if not summaries:
         return ""
-    summaries.sort(key=lambda s: (s["sampler"], s["sample_steps"]))
+    summaries.sort(key=lambda s: (s["sampler"], s.get("spacing", "ou"), s["sample_steps"]))
     entries = [summary_entries(summaries[0])[0]] + [summary_entries(s)[1] for s in summaries]
     table = markdown_table(entries)
     atomic_write_text(sweep_dir / "steps_table.md", table)
@@ -190,7 +197,7 @@ def sweep_table(sweep_dir: Path) -> str:
 
 def write_csv_entries(path: Path, entries: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    fields = ("method", "sampler", "steps", *METRICS, "seconds")
+    fields = ("method", "sampler", "spacing", "steps", *METRICS, "seconds")
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(entries)
@@ -205,7 +212,7 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
     device = pick_device(str(cfg.device))
     autocast(device, str(cfg.precision))
     inference = inference_settings(cfg)  # checked before the (slow) model load
-    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device, cfg.get("spacing"))
     module.prepare_for_inference(device, inference)
     if datamodule is None:
         resolve_task_and_data(cfg, module)
@@ -222,6 +229,7 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         "ckpt": str(cfg.ckpt),
         "task": cfg.task.get("name") if cfg.get("task") is not None else None,
         "sampler": restorer.sampler,
+        "spacing": restorer.spacing,
         "sample_steps": restorer.steps or module.sde.T,
         "trained_steps": module.sde.T,
         "prediction": module.prediction,

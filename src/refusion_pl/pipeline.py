@@ -38,17 +38,36 @@ def restore(
     generator: torch.Generator | None = None,
     progress: bool = False,
     cond_scalars: torch.Tensor | None = None,
+    spacing: str = "ou",
 ) -> torch.Tensor:
     """Sample the reverse IR-SDE from the degraded image (or its latent) and return the restored image in [0, 1].
 
     Latent models encode LQ once, diffuse in the latent space with the LQ latent as the SDE's mean, and decode
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
-    networks on their lens settings.
+    networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``).
     """
     net = with_scalars(net, cond_scalars)
     if autoencoder is None:
-        restored = sample(sde, net, lq, sampler=sampler, steps=steps, generator=generator, progress=progress)
+        restored = sample(
+            sde,
+            net,
+            lq,
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+            progress=progress,
+            spacing=spacing,
+        )
         return restored.clamp(0, 1)
     latent, hidden = autoencoder.encode(lq)
-    sampled = sample(sde, net, latent, sampler=sampler, steps=steps, generator=generator, progress=progress)
+    sampled = sample(
+        sde,
+        net,
+        latent,
+        sampler=sampler,
+        steps=steps,
+        generator=generator,
+        progress=progress,
+        spacing=spacing,
+    )
     return autoencoder.decode(sampled, hidden).clamp(0, 1)

@@ -47,7 +47,7 @@ def from_pretrained(
 ) -> Any:
     """A `DiffusionModule` in eval mode from a `.ckpt`, a `.safetensors` export or an original option file.
 
-    `sde_overrides` sets sampling settings (`sampler`, `sample_steps`); trained SDE settings always come
+    `sde_overrides` sets sampling settings (`sampler`, `sample_steps`, `spacing`); trained SDE settings always come
     from the file. `weights`, `autoencoder_weights` and `task` apply to option files only.
     """
     from refusion_pl.lit.diffusion import DiffusionModule  # Lightning import only when a model is loaded
@@ -175,6 +175,7 @@ def restore_with_scalars(
     sampler: str | None = None,
     steps: int | None = None,
     generator: torch.Generator | None = None,
+    spacing: str | None = None,
 ) -> torch.Tensor:
     """`module.restore` for every network variant: bokeh networks also take per-image scalars (B, 3) =
     (source lens, target lens, disparity) in the network's units; stereo networks take both views stacked
@@ -182,4 +183,6 @@ def restore_with_scalars(
     if module.net.variant == "bokeh" and cond_scalars is None:
         raise PretrainedError("a bokeh network needs cond_scalars of shape (B, 3)")
     scalars = None if cond_scalars is None else cond_scalars.to(lq.device, torch.float32)
-    return module.restore(lq, sampler=sampler, steps=steps, generator=generator, cond_scalars=scalars)
+    return module.restore(
+        lq, sampler=sampler, steps=steps, generator=generator, cond_scalars=scalars, spacing=spacing
+    )

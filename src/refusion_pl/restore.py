@@ -1,8 +1,8 @@
 """``python -m refusion_pl.restore ckpt=PATH input=FILE_OR_DIR output=DIR``: restore your own photos.
 
 Only degraded images are needed. Every trained setting comes from the checkpoint; sampling settings
-(``sampler``, ``sample_steps``, ``seed``), the device, the precision and tiling can be chosen. Outputs are
-written atomically and existing ones are skipped, so an interrupted folder run resumes where it stopped;
+(``sampler``, ``sample_steps``, ``spacing``, ``seed``), the device, the precision and tiling can be chosen.
+Outputs are written atomically and existing ones are skipped, so an interrupted folder run resumes where it stopped;
 unreadable files are reported by name and skipped, and the exit status says whether anything failed.
 ``restore(cfg)`` does the work and returns a summary, so tests call it in-process.
 """
@@ -31,7 +31,7 @@ from refusion_pl.checkpoints import UnsafeCheckpointError
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
 from refusion_pl.files import OutputError
-from refusion_pl.sampling import SAMPLERS
+from refusion_pl.sampling import SAMPLERS, SPACINGS
 from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
 log = logging.getLogger("refusion_pl.restore")
@@ -95,7 +95,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 # ---- model ------------------------------------------------------------------------------------------------------
-def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, device: torch.device) -> Any:
+def load_model(
+    path: str | Path,
+    sampler: str | None,
+    sample_steps: int | None,
+    device: torch.device,
+    spacing: str | None = None,
+) -> Any:
     """The diffusion module of a checkpoint, loaded weights-only, on ``device``.
 
     ``path``: a ``refusion_pl`` checkpoint (trained or converted), a ``.safetensors`` export, or one of the
@@ -109,8 +115,10 @@ def load_model(path: str | Path, sampler: str | None, sample_steps: int | None, 
         raise RestoreError(f"ckpt={path}: no such checkpoint file")
     if sampler is not None and sampler not in SAMPLERS:
         raise RestoreError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+    if spacing is not None and spacing not in SPACINGS:
+        raise RestoreError(f"spacing={spacing!r} is unknown; allowed: {', '.join(SPACINGS)}")
     try:
-        module = from_pretrained(path, sde_overrides={"sampler": sampler})
+        module = from_pretrained(path, sde_overrides={"sampler": sampler, "spacing": spacing})
     except UnsafeCheckpointError as err:
         raise RestoreError(
             f"{err}. Only checkpoints written by refusion_pl (weights only) are loaded"
@@ -160,6 +168,7 @@ class Restorer:
     device: torch.device
     sampler: str
     steps: int | None = None
+    spacing: str = "ou"  # timesteps of fewer-step sampling: ou | uniform | logsnr (sampling.sample)
     seed: int = 0
     precision: str = "fp32"
     tile: str | int | None = "auto"
@@ -174,6 +183,7 @@ class Restorer:
         settings = {
             "sampler": cfg.sampler or module.val_cfg["sampler"],
             "steps": cfg.sample_steps,
+            "spacing": cfg.get("spacing") or module.val_cfg.get("spacing", "ou"),
             "seed": int(cfg.seed),
             "precision": str(cfg.precision),
             "tile": parse_tile(cfg.tile),
@@ -247,6 +257,7 @@ class Restorer:
                 autoencoder=self.module.autoencoder,
                 sampler=self.sampler,
                 steps=self.steps,
+                spacing=self.spacing,
                 generator=generator,
                 progress=self.progress,
                 tile=self.last_tile,
@@ -511,7 +522,7 @@ def restore_files(cfg: DictConfig, device_name: str, files: list[Path], root: Pa
     parse_tile(cfg.tile), parse_memory(cfg.max_memory)  # validate before the (slow) model load
     lenses = LensSettings.from_config(cfg)  # checked before the (slow) model load
     inference = inference_settings(cfg)  # checked before the (slow) model load
-    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device)
+    module = load_model(cfg.ckpt, cfg.sampler, cfg.sample_steps, device, cfg.get("spacing"))
     module.prepare_for_inference(device, inference)
     restorer = Restorer.from_config(cfg, module, device, progress=bool(cfg.progress))
     if restorer.needs_scalars and lenses is None:

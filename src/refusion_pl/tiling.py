@@ -522,6 +522,7 @@ def restore_tiled(
     latent_tile: int | None = None,
     cond_scalars: Tensor | None = None,
     whole_rows: bool = False,
+    spacing: str = "ou",
 ) -> Tensor:
     """``pipeline.restore`` with tiles of ``tile`` pixels (None: untiled); same noise draws, same result.
 
@@ -531,22 +532,25 @@ def restore_tiled(
     full-width rows (stereo networks attend along whole rows, so cutting a row would change the result).
     """
     if tile is None and latent_tile is None:
-        return restore_untiled(sde, net, lq, autoencoder, sampler, steps, generator, progress, cond_scalars)
+        return restore_untiled(
+            sde, net, lq, autoencoder, sampler, steps, generator, progress, cond_scalars, spacing=spacing
+        )
     net = with_scalars(net, cond_scalars)
+    how = {
+        "sampler": sampler,
+        "steps": steps,
+        "generator": generator,
+        "progress": progress,
+        "spacing": spacing,
+    }
     if autoencoder is None:
         model = BlendedTiles(net, tile or latent_tile, overlap, whole_rows=whole_rows)  # type: ignore[arg-type]
-        return sample(
-            sde, model, lq, sampler=sampler, steps=steps, generator=generator, progress=progress
-        ).clamp_(0, 1)
+        return sample(sde, model, lq, **how).clamp_(0, 1)
     model = BlendedTiles(net, latent_tile, overlap) if latent_tile else net
     if tile is None or not ae_geometry(autoencoder).tileable:
         latent, hidden = autoencoder.encode(lq)
-        sampled = sample(
-            sde, model, latent, sampler=sampler, steps=steps, generator=generator, progress=progress
-        )
+        sampled = sample(sde, model, latent, **how)
         return autoencoder.decode(sampled, hidden).clamp_(0, 1)
     enc = tiled_encode(autoencoder, lq, tile, store_skips, progress)
-    sampled = sample(
-        sde, model, enc.latent, sampler=sampler, steps=steps, generator=generator, progress=progress
-    )
+    sampled = sample(sde, model, enc.latent, **how)
     return tiled_decode(autoencoder, sampled, enc, tile, progress).clamp_(0, 1)

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from refusion_pl.lit import DiffusionModule
+from refusion_pl.lit.base import CHECKPOINT_KEY
+from refusion_pl.sampling import sample
 
 TINY = {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]}
 SDE = {"max_sigma": 50, "steps": 100, "schedule": "cosine", "eps": 0.005, "sampler": "posterior"}
@@ -71,3 +73,32 @@ def test_stereo_validation_reports_each_view_and_their_mean():
     assert values["psnr_left"] > 100 > values["psnr_right"] > 15
     assert values["psnr"] == pytest.approx((values["psnr_left"] + values["psnr_right"]) / 2, rel=1e-5)
     assert values["ssim_left"] == pytest.approx(1.0) and "psnr_y" in values
+
+
+def test_restore_and_validation_sample_with_the_configured_spacing():
+    torch.manual_seed(0)
+    module = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "spacing": "logsnr"}).eval()
+    assert module.val_cfg["spacing"] == "logsnr"  # validation and figures call restore with these defaults
+    lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def direct(spacing: str) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(2)
+        out = sample(module.sde, module.noise_model, lq, sampler="posterior", steps=4, generator=generator,
+                     spacing=spacing)  # fmt: skip
+        return out.clamp(0, 1)
+
+    restored = module.restore(lq, steps=4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(restored, direct("logsnr")) and not torch.equal(restored, direct("ou"))
+    chosen = module.restore(lq, steps=4, generator=torch.Generator().manual_seed(2), spacing="ou")
+    assert torch.equal(chosen, direct("ou"))
+
+
+def test_checkpoints_keep_or_override_the_spacing():
+    module = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "spacing": "logsnr"})
+    checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
+    checkpoint[CHECKPOINT_KEY] = {"kind": "diffusion"}
+    assert DiffusionModule.from_checkpoint_data(checkpoint, "x").val_cfg["spacing"] == "logsnr"
+    loaded = DiffusionModule.from_checkpoint_data(checkpoint, "x", {"spacing": "uniform"})
+    assert loaded.val_cfg["spacing"] == "uniform"
+    checkpoint["hyper_parameters"]["sde"] = SDE  # written before spacing existed
+    assert DiffusionModule.from_checkpoint_data(checkpoint, "x").val_cfg["spacing"] == "ou"

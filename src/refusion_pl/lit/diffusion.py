@@ -105,6 +105,7 @@ class DiffusionModule(RestorationModule):
             "num_images": 2,
             "sample_steps": None,
             "sampler": sde.get("sampler", "sde"),
+            "spacing": sde.get("spacing", "ou"),
             **(val or {}),
         }
         self._val_seen = 0
@@ -184,8 +185,12 @@ class DiffusionModule(RestorationModule):
         generator: torch.Generator | None = None,
         progress: bool = False,
         cond_scalars: torch.Tensor | None = None,
+        spacing: str | None = None,
     ) -> torch.Tensor:
-        """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3)."""
+        """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
+
+        ``sampler`` and ``spacing`` default to the validation settings (``sde.sampler``, ``sde.spacing``).
+        """
         return restore(
             self.sde,
             self.noise_model,
@@ -196,6 +201,7 @@ class DiffusionModule(RestorationModule):
             generator=generator,
             progress=progress,
             cond_scalars=cond_scalars,
+            spacing=spacing or self.val_cfg.get("spacing", "ou"),
         )
 
     def prepare_for_inference(
@@ -274,7 +280,7 @@ class DiffusionModule(RestorationModule):
         """Load a diffusion checkpoint safely; settings fixed by training always come from the checkpoint.
 
         A trained setting in ``sde_overrides`` that differs from the checkpoint's is ignored with a warning;
-        sampling settings (``sampler``, ``sample_steps``) are applied.
+        sampling settings (``sampler``, ``sample_steps``, ``spacing``) are applied.
         """
         checkpoint = safe_torch_load(path, map_location=map_location)
         return cls.from_checkpoint_data(checkpoint, str(path), sde_overrides)
@@ -302,7 +308,11 @@ class DiffusionModule(RestorationModule):
             elif value is not None:
                 sde[key] = value
         hparams["sde"] = sde
-        hparams["val"] = {**(hparams.get("val") or {}), "sampler": sde.get("sampler", "sde")}
+        hparams["val"] = {
+            **(hparams.get("val") or {}),
+            "sampler": sde.get("sampler", "sde"),
+            "spacing": sde.get("spacing", "ou"),
+        }
         if sde.get("sample_steps") is not None:
             hparams["val"]["sample_steps"] = sde["sample_steps"]
         module = cls(**hparams)
