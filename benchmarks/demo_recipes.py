@@ -25,12 +25,13 @@ import torch
 from refusion_pl.data import PairedDataModule
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.lit.metrics import psnr_per_image
+from refusion_pl.restore import default_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo_recipes"
 RECIPES = {
     "latent-x0": ["experiment=demo"],
-    "latent-noise": ["experiment=demo", "sde.prediction=noise"],
+    "latent-noise": ["experiment=demo", "sde.prediction=noise", "sde.loss=mean"],  # the paper's objective
     "pixel-x0": ["experiment=demo_pixel"],
 }
 # Degradations a photo barely needs restoring from (the task's own model with gentle parameters).
@@ -63,7 +64,7 @@ def restore_all(module: DiffusionModule, batches: list[dict]) -> list[dict]:
     rows = []
     for index, batch in enumerate(batches):
         generator = torch.Generator().manual_seed(index)
-        restored = module.restore(batch["lq"], generator=generator)
+        restored = module.restore(batch["lq"], steps=default_steps(module), generator=generator)
         rows.append(
             {
                 "name": batch["name"][0],
@@ -115,7 +116,14 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every training run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, default=None, help="keep the run directories (figures) here")
+    parser.add_argument(
+        "--combine", nargs="+", type=Path, default=None, help="only merge these results (.json) into --out"
+    )
     args = parser.parse_args()
+    if args.combine:
+        runs = [run for path in args.combine for run in json.loads(path.read_text())]
+        write(args.out, runs, "combined: " + " ".join(p.name for p in args.combine))
+        return
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.keep or tmp
@@ -128,10 +136,14 @@ def main() -> None:
                 run = {"task": task, "recipe": recipe, "train_seconds": seconds, **evaluate(checkpoint, task)}
                 runs.append(run)
                 print(table([run]).splitlines()[-1], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(runs, indent=2))
-    header = f"Demo recipes on whole held-out photos (`{' '.join(sys.argv[1:]) or 'defaults'}`)\n\n"
-    args.out.with_suffix(".md").write_text(header + table(runs) + "\n")
+    write(args.out, runs, " ".join(sys.argv[1:]) or "defaults")
+
+
+def write(out: Path, runs: list[dict], how: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(runs, indent=2))
+    header = f"Demo recipes on whole held-out photos (`{how}`)\n\n"
+    out.with_suffix(".md").write_text(header + table(runs) + "\n")
     print(table(runs))
 
 

@@ -101,9 +101,11 @@ def test_deepest_level_in_strips_is_exact():
 
 
 @torch.no_grad()
-def test_tiled_latent_restore_agrees_with_untiled():
+@pytest.mark.parametrize("decode_mode", ["direct", "residual"])
+def test_tiled_latent_restore_agrees_with_untiled(decode_mode: str):
     sde = IRSDE(max_sigma=50, T=10)
     ae, net = autoencoder(), noise_net(4, "latent")
+    ae.decode_mode = decode_mode
     lq = torch.rand(1, 3, 75, 101)
     reference = restore(sde, net, lq, ae, sampler="sde", steps=4, generator=torch.Generator().manual_seed(3))
     out = restore_tiled(

@@ -73,6 +73,13 @@ class SDELoss(StrEnum):
     x0 = "x0"
 
 
+class DecodeMode(StrEnum):
+    """Mirrors refusion_pl.models.unet_ae.DECODE_MODES: how a restored latent becomes an image."""
+
+    direct = "direct"
+    residual = "residual"
+
+
 class AutoencoderInit(StrEnum):
     """Mirrors refusion_pl.lit.autoencoder.AUTOENCODER_INITS."""
 
@@ -181,6 +188,7 @@ class AutoencoderNetConfig:
     ch: int = 8
     ch_mult: list[int] = field(default_factory=lambda: [4, 8, 8, 16])
     embed_dim: int = 8
+    decode_mode: DecodeMode = DecodeMode.direct
 
 
 @dataclass

@@ -70,4 +70,4 @@ def restore(
         progress=progress,
         spacing=spacing,
     )
-    return autoencoder.decode(sampled, hidden).clamp(0, 1)
+    return autoencoder.decode_restored(sampled, hidden).clamp(0, 1)

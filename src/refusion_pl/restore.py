@@ -141,6 +141,11 @@ def load_model(
     return module.to(device).eval()
 
 
+def default_steps(module: Any) -> int | None:
+    """The sampling steps a checkpoint was trained to be sampled with (``sde.sample_steps``; None: all T)."""
+    return (module.hparams.get("sde") or {}).get("sample_steps")
+
+
 def inference_settings(cfg: DictConfig) -> dict[str, Any]:
     """The config's ``inference:`` node (``compile``, ``channels_last``), checked (absent: the defaults)."""
     from refusion_pl.models.inference import inference_switches
@@ -182,7 +187,7 @@ class Restorer:
         """The sampling and tiling settings of a restore/evaluate config (checkpoint defaults where null)."""
         settings = {
             "sampler": cfg.sampler or module.val_cfg["sampler"],
-            "steps": cfg.sample_steps,
+            "steps": cfg.sample_steps if cfg.sample_steps is not None else default_steps(module),
             "spacing": cfg.get("spacing") or module.val_cfg.get("spacing", "ou"),
             "seed": int(cfg.seed),
             "precision": str(cfg.precision),

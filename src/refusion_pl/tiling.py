@@ -550,7 +550,14 @@ def restore_tiled(
     if tile is None or not ae_geometry(autoencoder).tileable:
         latent, hidden = autoencoder.encode(lq)
         sampled = sample(sde, model, latent, **how)
-        return autoencoder.decode(sampled, hidden).clamp_(0, 1)
+        return autoencoder.decode_restored(sampled, hidden).clamp_(0, 1)
     enc = tiled_encode(autoencoder, lq, tile, store_skips, progress)
     sampled = sample(sde, model, enc.latent, **how)
-    return tiled_decode(autoencoder, sampled, enc, tile, progress).clamp_(0, 1)
+    if autoencoder.decode_mode == "direct":
+        return tiled_decode(autoencoder, sampled, enc, tile, progress).clamp_(0, 1)
+    # Residual decoding (UNetAutoencoder.decode_restored) in tiles: each decode consumes the deep maps.
+    deep_hidden = list(enc.deep_hidden)
+    restored = lq - tiled_decode(autoencoder, enc.latent, enc, tile, progress)
+    enc.deep_hidden = deep_hidden
+    restored += tiled_decode(autoencoder, sampled, enc, tile, progress)
+    return restored.clamp_(0, 1)

@@ -27,6 +27,29 @@ def test_unknown_prediction_is_refused():
         DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "prediction": "eps"})
 
 
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match=r"sde\.loss='l2'"):
+        DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "loss": "l2"})
+
+
+@pytest.mark.parametrize("loss", ["mean", "x0"])
+def test_training_step_minimises_the_configured_loss(loss: str):
+    """The logged training loss is the one `sde.loss` names, computed on the same draw."""
+    module = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "prediction": "x0", "loss": loss})
+    gen = torch.Generator().manual_seed(0)
+    batch = {"lq": torch.rand(2, 3, 16, 16, generator=gen), "gt": torch.rand(2, 3, 16, 16, generator=gen)}
+    torch.manual_seed(3)
+    trained = module.training_step(batch, 0)
+    torch.manual_seed(3)
+    t = module.sde.sample_timesteps(2)
+    noise = torch.randn(2, 3, 16, 16)
+    xt = module.sde.forward_sample(batch["gt"], batch["lq"], t, noise)
+    expected = module.sde.loss(loss, module.noise_model(xt, batch["lq"], t), xt, batch["gt"], batch["lq"], t)
+    assert torch.allclose(trained, expected)
+    if loss == "x0":  # an untrained x0 network restores nothing: its loss is the input's error
+        assert float(trained) == pytest.approx(float((batch["lq"] - batch["gt"]).abs().mean()), rel=1e-3)
+
+
 AE_TINY = {"ch": 4, "ch_mult": [1, 2], "embed_dim": 4}
 
 

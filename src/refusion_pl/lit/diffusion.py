@@ -15,7 +15,7 @@ from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metri
 from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.models.inference import inference_switches, prepare_for_inference
 from refusion_pl.pipeline import restore
-from refusion_pl.sde import IRSDE
+from refusion_pl.sde import IRSDE, LOSSES
 
 # SDE settings fixed by training; a checkpoint is never sampled with different ones.
 TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
@@ -82,6 +82,9 @@ class DiffusionModule(RestorationModule):
         sde = sde or {"max_sigma": 50, "steps": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde"}
         self.sde = build_sde(sde)
         self.prediction = sde.get("prediction", "noise")
+        self.loss_name = sde.get("loss", "mean")
+        if self.loss_name not in LOSSES:
+            raise ValueError(f"sde.loss={self.loss_name!r}; choose one of: {', '.join(LOSSES)}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"sde.prediction={self.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         self.autoencoder: UNetAutoencoder | None = None
@@ -172,7 +175,7 @@ class DiffusionModule(RestorationModule):
         xt = self.sde.forward_sample(x0, mu, t, noise)
         scalars = batch.get("cond_scalars")  # bokeh: (source lens, target lens, disparity) per image
         noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
-        loss = self.sde.training_loss(noise_pred, xt, x0, mu, t)
+        loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t)
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
 
@@ -222,7 +225,8 @@ class DiffusionModule(RestorationModule):
         if not self.val_cfg.get("channels_last", True):
             return
         if validating:
-            nhwc = not self.net.intro.weight.is_contiguous()  # training in channels-last (lit.speed.ChannelsLast)?
+            # Training in channels-last (lit.speed.ChannelsLast)?
+            nhwc = not self.net.intro.weight.is_contiguous()
             self._training_memory_format = torch.channels_last if nhwc else torch.contiguous_format
             memory_format = torch.channels_last
         else:
@@ -321,6 +325,14 @@ class DiffusionModule(RestorationModule):
         return module.eval()
 
 
+# Autoencoder settings that change how a restored latent is decoded, not the weights a checkpoint holds.
+AUTOENCODER_INFERENCE_KEYS = ("decode_mode",)
+
+
 def _as_lists(settings: dict[str, Any]) -> dict[str, Any]:
-    """Network settings with tuples as lists, so settings from YAML, code and checkpoints compare equal."""
-    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()}
+    """Weight-shaping network settings with tuples as lists, so YAML, code and checkpoints compare equal."""
+    return {
+        k: list(v) if isinstance(v, (list, tuple)) else v
+        for k, v in settings.items()
+        if k not in AUTOENCODER_INFERENCE_KEYS
+    }
