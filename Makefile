@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 # build on macOS and Windows). CPU-only Linux machines: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install test test-all lint format demo smoke clean bench
+.PHONY: install test test-all lint format demo smoke screenshot clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,10 @@ bench: install
 
 smoke: install
 	$(PY) -m refusion_pl.train experiment=smoke
+
+# The README's picture of the web demo (docs/app.png): serve CKPT, restore IMAGE in the system's headless Chromium
+# (apt-get install chromium chromium-driver; nothing is downloaded) and save the page.
+SCREENSHOT_ARGS ?= sampler=posterior spacing=logsnr sample_steps=10 device=cpu
+screenshot: install
+	@test -n "$(CKPT)" -a -n "$(IMAGE)" || { echo "usage: make screenshot CKPT=path/last.ckpt IMAGE=photo.png" >&2; exit 2; }
+	$(PY) -m refusion_pl.app_browser $(CKPT) $(IMAGE) docs/app.png $(SCREENSHOT_ARGS)
