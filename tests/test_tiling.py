@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor
@@ -172,6 +178,63 @@ def test_memory_planner():
     assert larger is not None and larger > tile
     pixel = ConditionalNAFNet(3, width=32, enc_blk_nums=[1, 1, 1, 4], dec_blk_nums=[1, 1, 1, 1])
     assert plan_tile(None, pixel, 4000, 6000, 4 * GiB) is not None
+
+
+# Measures a restore's peak resident memory in a fresh interpreter: Linux's VmHWM, reset through clear_refs just
+# before the run. A fixed mmap threshold makes glibc hand every tensor's pages back when it is freed, so the peak
+# is what the live tensors needed (the allocator's slack is what the estimate's BASE_BYTES and the planner's 90%
+# leave room for). Prints JSON: for each tile, the peak above the start and the whole process's peak.
+MEASURE_PEAK = """
+import json, re, sys, torch
+from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
+from refusion_pl.sde import IRSDE
+from refusion_pl.tiling import restore_tiled
+
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+torch.manual_seed(0)
+ae = UNetAutoencoder(3, 3, ch=8, ch_mult=[4, 8, 8, 16], embed_dim=8).eval()
+net = ConditionalNAFNet(8, width=32, enc_blk_nums=[1, 1, 1, 4], dec_blk_nums=[1, 1, 1, 1], variant="latent")
+sde, height, width = IRSDE(max_sigma=50, T=10), int(sys.argv[1]), int(sys.argv[2])
+with torch.no_grad():
+    restore_tiled(sde, net.eval(), torch.rand(1, 3, 32, 32), ae, sampler="ode", steps=1)  # warm-up
+    lq, peaks = torch.rand(1, 3, height, width), {}
+    for tile in sys.argv[3:]:
+        open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+        start = status("VmRSS")
+        out = restore_tiled(sde, net, lq, ae, sampler="ode", steps=1, tile=None if tile == "none" else int(tile))
+        del out
+        peaks[tile] = {"run": status("VmHWM") - start + 4 * lq.numel(), "process": status("VmHWM")}
+print(json.dumps(peaks))
+"""
+
+
+def measured_peaks(height: int, width: int, tiles: list[str]) -> dict[str, dict[str, int]]:
+    clear_refs = Path("/proc/self/clear_refs")
+    if not clear_refs.exists() or not os.access(clear_refs, os.W_OK):
+        pytest.skip("peak memory is measured through Linux's /proc/self/clear_refs")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", MEASURE_PEAK, str(height), str(width), *tiles]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_memory_estimate_against_measured_peak():
+    """The planner's estimate, minus its fixed runtime allowance, within a factor of the peak a run really needs."""
+    ae = UNetAutoencoder(3, 3, ch=8, ch_mult=[4, 8, 8, 16], embed_dim=8)
+    net = ConditionalNAFNet(
+        8, width=32, enc_blk_nums=[1, 1, 1, 4], dec_blk_nums=[1, 1, 1, 1], variant="latent"
+    )
+    height, width = 256, 384
+    peaks = measured_peaks(height, width, ["none", "128"])
+    for key, tile in (("none", None), ("128", 128)):
+        estimate = estimate_bytes(ae, net, height, width, tile)
+        ratio = peaks[key]["run"] / (estimate - tiling.BASE_BYTES)
+        assert 0.4 <= ratio <= 1.25, f"tile={tile}: measured/estimated {ratio:.2f}"  # measured 0.58, 0.83
+        assert peaks[key]["process"] <= estimate  # the whole process, torch included, fits the estimate
+    assert peaks["128"]["run"] < 0.8 * peaks["none"]["run"]  # tiling does save memory
 
 
 def test_stereo_windows_are_bands_of_whole_rows_and_carry_scalars():
