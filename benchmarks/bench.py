@@ -138,6 +138,21 @@ def bench_sampling(args: argparse.Namespace, device: torch.device, gemm: float) 
     return rows
 
 
+def sampler_overhead(
+    sde: IRSDE, mu: Tensor, x_t: Tensor, device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Seconds per step the samplers spend outside the network: each run with a free (zero) noise model."""
+    zero = torch.zeros_like(mu)
+
+    def free_model(x: Tensor, m: Tensor, t: Tensor) -> Tensor:
+        return zero
+
+    fns = {
+        s: lambda s=s: sample(sde, free_model, mu, x_T=x_t, sampler=s) for s in ("ode", "sde", "posterior")
+    }
+    return {k: v / sde.T for k, v in side_by_side(fns, device, repeats).items()}
+
+
 def time_sampling(
     args: argparse.Namespace,
     device: torch.device,
@@ -166,15 +181,11 @@ def time_sampling(
     def prepared() -> None:
         outs["prepared"] = sample(sde, nets["prepared"], mu, x_T=x_t, sampler="ode")
 
-    def net_calls() -> None:  # the network calls alone: what the sampler adds is the difference
-        with torch.no_grad():
-            for _ in range(args.steps):
-                nets["prepared"](x_t, mu, t)
-
     with autocast(device, args.precision):
         compile_s = timed(prepared, device) if args.compile else None
-        fns = {"original": original, "eager": eager, "prepared": prepared, "net_calls": net_calls}
-        seconds = side_by_side(fns, device, args.repeats)
+        seconds = side_by_side(
+            {"original": original, "eager": eager, "prepared": prepared}, device, args.repeats
+        )
     flops = step_flops(nets["eager"], x_t, t)
     per_step = {k: v / args.steps for k, v in seconds.items()}
     return {
@@ -185,7 +196,7 @@ def time_sampling(
         "s_per_step": per_step,
         "speedup_vs_original": seconds["original"] / seconds["prepared"],
         "eager_vs_original": seconds["original"] / seconds["eager"],
-        "sampler_overhead_s_per_step": per_step["prepared"] - per_step["net_calls"],
+        "sampler_overhead_s_per_step": sampler_overhead(sde, mu, x_t, device, args.repeats),
         "rel_err_vs_original": rel_err(outs["prepared"], outs["original"]),
         "params": parameters(nets["eager"]),
         "gflop_per_step": flops / 1e9,
@@ -317,18 +328,22 @@ def bench_autoencoder(args: argparse.Namespace, device: torch.device) -> dict[st
 
 
 def bench_latent_vs_pixel(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """One prepared sampling step at `size` in pixel space and in latent space, same net settings."""
+    """One prepared sampling step at `size` in pixel space and in latent space, same net settings, interleaved."""
     settings = net_settings(args.net)["nafnet"]
     size = args.compare_size
-    seconds = {}
+    t = torch.full((1,), 10, device=device)
+    fns = {}
     for variant in ("pixel", "latent"):
-        ours, _ = noise_nets(settings, variant, device)
-        net = prepare_for_inference(ours, device, compile=args.compile)
+        net = prepare_for_inference(noise_nets(settings, variant, device)[0], device, compile=args.compile)
         side, channels = (size, 3) if variant == "pixel" else (size // LATENT_FACTOR, LATENT_CHANNELS)
         x = torch.rand(1, channels, side, side, device=device)
-        t = torch.full((1,), 10, device=device)
-        with torch.no_grad(), autocast(device, args.precision):
-            seconds[variant] = side_by_side({"step": lambda n=net, v=x, s=t: n(v, v, s)}, device, 1)["step"]
+
+        def step(n: nn.Module = net, v: Tensor = x) -> None:
+            with torch.no_grad(), autocast(device, args.precision):
+                n(v, v, t)
+
+        fns[variant] = step
+    seconds = side_by_side(fns, device, args.repeats)
     row = {
         "image": size,
         "s_per_step": seconds,
@@ -413,22 +428,36 @@ def markdown(report: dict[str, Any]) -> str:
         f"Net `{report['args']['net']}`, precision {report['args']['precision']}, "
         f"compile {report['args']['compile']}.",
         "",
+    ]
+    if report.get("sampling"):
+        lines += sampling_lines(report)
+    return "\n".join(lines + other_lines(report))
+
+
+def sampling_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
         "## Sampling (probability-flow ODE), s/step; ratios against the original network + sampler",
         "",
         "| net | image | net input | original | project eager | prepared | speedup | eager vs original "
-        "| rel. error | sampler overhead | GFLOP/step | achieved GFLOP/s | of GEMM rate (original) |",
+        "| rel. error | sampler overhead ode / sde | GFLOP/step | achieved GFLOP/s | of GEMM rate (original) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["sampling"]:
+    for r in report.get("sampling", []):
         s = r["s_per_step"]
         lines.append(
             f"| {r['variant']} | {r['image']} | {r['net_input']} | {s['original']:.3f} | {s['eager']:.3f} | "
             f"{s['prepared']:.3f} | **{r['speedup_vs_original']:.2f}x** | {r['eager_vs_original']:.2f}x | "
-            f"{r['rel_err_vs_original']:.1e} | {r['sampler_overhead_s_per_step'] * 1e3:.1f} ms | "
+            f"{r['rel_err_vs_original']:.1e} | {r['sampler_overhead_s_per_step']['ode'] * 1e3:.1f} / "
+            f"{r['sampler_overhead_s_per_step']['sde'] * 1e3:.1f} ms | "
             f"{r['gflop_per_step']:.2f} | {r['achieved_gflops']:.1f} | {r['fraction_of_gemm']:.1%} "
             f"({r['original_fraction_of_gemm']:.1%}) |"
         )
     lines += ["", f"Parameters: {report['sampling'][0]['params'] / 1e6:.2f} M (pixel net).", ""]
+    return lines
+
+
+def other_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if report.get("training"):
         lines += [
             "## Training steps, images/s; ratio of channels-last against the original (AE: plain eager)",
@@ -472,7 +501,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{g['estimated_total_s'] / 60:.1f} min** on this machine.",
             "",
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -518,7 +547,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     report["gemm_gflops"] = gemm_rate(device, 1024 if args.quick else 2048) / 1e9
     print(f"GEMM {report['gemm_gflops']:.0f} GFLOP/s", flush=True)
-    report["sampling"] = bench_sampling(args, device, report["gemm_gflops"] * 1e9)
+    if "sampling" not in args.skip:
+        report["sampling"] = bench_sampling(args, device, report["gemm_gflops"] * 1e9)
     if "training" not in args.skip:
         report["training"] = bench_training(args, device)
     if "autoencoder" not in args.skip:
@@ -531,7 +561,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["gemm_gflops"] = gemm = max(
         report["gemm_gflops"], report["gemm_gflops_end"]
     )  # the less loaded one
-    for row in report["sampling"]:
+    for row in report.get("sampling", []):
         flop = row["gflop_per_step"]
         row["fraction_of_gemm"] = flop / row["s_per_step"]["prepared"] / gemm
         row["original_fraction_of_gemm"] = flop / row["s_per_step"]["original"] / gemm
