@@ -504,6 +504,18 @@ def other_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def save(report: dict[str, Any], output: Path) -> None:
+    """Write the JSON and Markdown so far (atomically)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in (
+        (output.with_suffix(".json"), json.dumps(report, indent=2)),
+        (output.with_suffix(".md"), markdown(report) + "\n"),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -549,14 +561,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"GEMM {report['gemm_gflops']:.0f} GFLOP/s", flush=True)
     if "sampling" not in args.skip:
         report["sampling"] = bench_sampling(args, device, report["gemm_gflops"] * 1e9)
+        save(report, args.output)  # a later section that fails or times out loses only itself
     if "training" not in args.skip:
         report["training"] = bench_training(args, device)
+        save(report, args.output)
     if "autoencoder" not in args.skip:
         report["autoencoder"] = bench_autoencoder(args, device)
+        save(report, args.output)
     if "compare" not in args.skip:
         report["latent_vs_pixel"] = bench_latent_vs_pixel(args, device)
+        save(report, args.output)
     if "large" not in args.skip and "autoencoder" not in args.skip:
         report["large_image"] = extrapolate_large_image(args, device, report["autoencoder"])
+        save(report, args.output)
     report["gemm_gflops_end"] = gemm_rate(device, 1024 if args.quick else 2048) / 1e9
     report["gemm_gflops"] = gemm = max(
         report["gemm_gflops"], report["gemm_gflops_end"]
@@ -566,14 +583,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["fraction_of_gemm"] = flop / row["s_per_step"]["prepared"] / gemm
         row["original_fraction_of_gemm"] = flop / row["s_per_step"]["original"] / gemm
     report["wall_s"] = time.perf_counter() - started
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = args.output.with_suffix(".json"), args.output.with_suffix(".md")
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(json_path)
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(markdown(report) + "\n")
-    tmp.replace(md_path)
+    save(report, args.output)
     print(markdown(report))
     return report
 

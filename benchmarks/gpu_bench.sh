@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 11 on a lent GPU: bench.py with the paper-size nets, fp32 and bf16, eager-prepared and torch.compile.
 # Every figure is still a ratio against the original network + sampler in plain fp32, timed in the same process.
-# Budget: under 8 minutes on an H200 (each run has its own timeout; a run that times out loses only its own file).
+# Budget: under 8 minutes on an H200 (each run has its own timeout; bench.py saves after every section, so a
+# timeout loses only the unfinished sections).
 #
 #   bash benchmarks/gpu_bench.sh                                  # on the GPU machine
 #   DEVICE=cpu NET=tiny SIZES=64 STEPS=2 QUICK=--quick bash benchmarks/gpu_bench.sh   # the CPU check of the script
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cuda}
 NET=${NET:-paper}
-SIZES=${SIZES:-256 512 1024}
+SIZES=${SIZES:-256 512}   # sampling sizes; the latent-vs-pixel section runs 1024
 STEPS=${STEPS:-20}
 QUICK=${QUICK:-}
 OUT=${OUT:-benchmarks/results}

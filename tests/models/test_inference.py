@@ -90,6 +90,18 @@ def test_prepared_net_equals_plain_eager_and_original(variant: str) -> None:
     assert rel_err(out, data["out"]) < 1e-4
 
 
+def test_prepared_net_runs_under_bf16_autocast() -> None:
+    data = fixture("cnafnet_latent_w8")
+    plain = original_net("latent")
+    prepared = prepare_for_inference(copy.deepcopy(plain), compile=False)
+    x, cond, t = data["x"][:1], data["cond"][:1], data["t"][:1]  # one image: the folded modulation path
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = prepared(x, cond, t)
+    with torch.no_grad():
+        expected = plain(x, cond, t)
+    assert rel_err(out.float(), expected) < 5e-2
+
+
 def test_prepared_autoencoder_equals_plain_eager_and_original() -> None:
     data = fixture("unet_ae_ch8")
     plain = original_ae()

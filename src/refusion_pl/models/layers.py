@@ -36,8 +36,11 @@ class LayerNorm2d(nn.Module):
         over the map instead of three.
         """
         if x.shape[0] == 1 and is_channels_last(x):
-            weight = (self.g * (scale + 1)).reshape(-1)
-            normed = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weight, shift.reshape(-1), self.eps)
+            # float32 weight and bias: under autocast scale/shift are half precision, and layer_norm takes a
+            # half-precision input only with float32 (or matching) parameters
+            weight = (self.g * (scale + 1)).reshape(-1).float()
+            bias = shift.reshape(-1).float()
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weight, bias, self.eps)
             return normed.permute(0, 3, 1, 2)
         return self(x) * (scale + 1) + shift
 
