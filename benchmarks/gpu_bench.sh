@@ -5,7 +5,7 @@
 # timeout loses only the unfinished sections).
 #
 #   bash benchmarks/gpu_bench.sh                                  # on the GPU machine
-#   DEVICE=cpu NET=tiny SIZES=64 STEPS=2 QUICK=--quick bash benchmarks/gpu_bench.sh   # the CPU check of the script
+#   DEVICE=cpu NET=tiny SIZES=64 STEPS=2 QUICK=--quick LIMITS="300 300 900" bash benchmarks/gpu_bench.sh  # CPU check
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,6 +16,8 @@ STEPS=${STEPS:-20}
 QUICK=${QUICK:-}
 OUT=${OUT:-benchmarks/results}
 TAG=${TAG:-gpu}
+LIMITS=${LIMITS:-150 120 180}   # seconds for the fp32, bf16 and bf16+compile runs (CPU checks need more)
+read -r LIMIT_FP32 LIMIT_BF16 LIMIT_COMPILE <<< "$LIMITS"
 status=0
 
 run() {  # run NAME SECONDS ARGS...: one bench.py run under its own time limit
@@ -28,9 +30,9 @@ run() {  # run NAME SECONDS ARGS...: one bench.py run under its own time limit
 
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 # shellcheck disable=SC2086
-run fp32 150 --sizes $SIZES --repeats 2
+run fp32 "$LIMIT_FP32" --sizes $SIZES --repeats 2
 # shellcheck disable=SC2086
-run bf16 120 --sizes $SIZES --repeats 2 --precision bf16 --skip large
+run bf16 "$LIMIT_BF16" --sizes $SIZES --repeats 2 --precision bf16 --skip large
 # Compiling the paper net takes about a minute per shape on a GPU host: one size, no training section.
-run bf16_compile 180 --sizes "${SIZES%% *}" --repeats 2 --precision bf16 --compile --skip training large compare
+run bf16_compile "$LIMIT_COMPILE" --sizes "${SIZES%% *}" --repeats 2 --precision bf16 --compile --skip training large compare
 exit $status
