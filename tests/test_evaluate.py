@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from refusion_pl.data.io import read_image, write_image
-from refusion_pl.evaluate import evaluate, sweep_table
+from refusion_pl.evaluate import build_datamodule, evaluate, sweep_table
+from refusion_pl.evaluate import test_pairs as held_out_pairs  # not named test_*: pytest would collect it
 from refusion_pl.lit.diffusion import DiffusionModule
 from tests.test_restore import TINY_NAFNET
 
@@ -66,14 +67,42 @@ def test_checkpoint_test_split_by_default_with_identity_baseline(compose_config,
     assert summary["images"] == 2 and summary["sample_steps"] == 2 and summary["task"] == "shadow"
     rows = read_rows(run / "per_image.csv")
     assert [r["method"] for r in rows] == ["identity", "refusion"] * 2
-    assert all(
-        float(r["psnr"]) > 0 and -1 <= float(r["ssim"]) <= 1 and r["psnr_y"] for r in rows
-    )  # SSIM is in [-1, 1]
+    pairs = list(
+        held_out_pairs(build_datamodule(cfg), 2)
+    )  # evaluate filled cfg with the checkpoint's task/data
+    for (name, lq, gt, _), identity in zip(pairs, rows[::2], strict=True):
+        psnr, ssim = skimage_scores(lq, gt)  # the identity baseline is LQ against GT
+        assert identity["name"] == name and float(identity["psnr"]) == pytest.approx(psnr, abs=1e-3)
+        assert float(identity["ssim"]) == pytest.approx(ssim, abs=5e-3)
     assert all(float(r["seconds"]) > 0 for r in rows if r["method"] == "refusion")
     stored = json.loads((run / "summary.json").read_text())
     assert stored["identity"]["psnr"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[::2]]))
     table = (run / "results.md").read_text()
     assert "identity (LQ vs GT)" in table and "| refusion | sde | 2 |" in table
+
+
+def test_lpips_column_with_a_stand_in_backbone(compose_config, ckpt, stand_in_lpips, tmp_path):
+    """With LPIPS available, each row, the summary and the table carry it (a stand-in network: no download)."""
+    run = tmp_path / "eval"
+    cfg = compose_config(
+        f"ckpt={ckpt}", "crop=40", "max_images=2", "sample_steps=2", "save_images=true",
+        name="evaluate", output_dir=run,
+    )  # fmt: skip
+    summary = evaluate(cfg)
+    assert summary["lpips"] == "LPIPS enabled (stand-in backbone)"
+    rows = read_rows(run / "per_image.csv")
+    pairs = list(held_out_pairs(build_datamodule(cfg), 2))
+    for (name, lq, gt, _), identity, refusion in zip(pairs, rows[::2], rows[1::2], strict=True):
+        assert float(identity["lpips"]) == pytest.approx(stand_in_lpips(lq[None], gt[None]).item(), rel=1e-5)
+        restored = read_image(run / "images" / f"{Path(name).stem}.png")[0]  # 8-bit: a small tolerance
+        assert float(refusion["lpips"]) == pytest.approx(
+            stand_in_lpips(restored[None], gt[None]).item(), abs=2e-3
+        )
+    mean = np.mean([float(r["lpips"]) for r in rows[1::2]])
+    assert summary["refusion"]["lpips"] == pytest.approx(mean)
+    header, _, *lines = [line.split("|") for line in summary["table"].splitlines() if line.startswith("|")]
+    column = [cell.strip() for cell in header].index("LPIPS")
+    assert [line[column].strip() for line in lines][-1] == f"{mean:.4f}"
 
 
 def test_metrics_agree_with_scikit_image_on_real_photos(compose_config, ckpt, tmp_path):

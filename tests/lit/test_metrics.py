@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from refusion_pl.lit.metrics import RestorationMetrics, crop_border, lpips_status, rgb_to_y
+from refusion_pl.checkpoints import safe_torch_load
+from refusion_pl.lit.metrics import (
+    LPIPS_WEIGHT_FILES,
+    RestorationMetrics,
+    crop_border,
+    lpips_status,
+    rgb_to_y,
+)
+from tests.conftest import FAST_SMOKE
 
 
 def _pair():
@@ -51,6 +63,56 @@ def test_y_channel_and_border_crop():
     assert crop_border(torch.zeros(1, 3, 10, 12), 2).shape[-2:] == (6, 8)
 
 
-def test_lpips_status_is_explicit():
+def test_lpips_status_names_what_is_missing(monkeypatch, tmp_path):
+    """Without torchvision: the extra to install; without the local weights: where they were looked for."""
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it raises ImportError
     enabled, message = lpips_status()
-    assert message.startswith("LPIPS enabled" if enabled else "LPIPS disabled")
+    assert not enabled and "torchvision is not importable" in message and "refusion_pl[lpips]" in message
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    enabled, message = lpips_status()
+    assert not enabled and f"not found locally in {tmp_path / 'checkpoints'}" in message
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / LPIPS_WEIGHT_FILES[0]).write_bytes(b"weights")
+    assert lpips_status() == (True, "LPIPS enabled (AlexNet backbone from the local torch hub cache)")
+
+
+def test_lpips_is_the_mean_over_images_of_clamped_cropped_pairs(stand_in_lpips):
+    pred, target = _pair()
+    metrics = RestorationMetrics(crop=4)
+    brighter = (target * 1.3 - 0.1).clamp(-0.2, 1.2)  # outside [0, 1]: LPIPS sees the clamped image
+    metrics.update(pred, target)
+    metrics.update(brighter, target)
+    expected = [
+        stand_in_lpips(crop_border(x.clamp(0, 1), 4), crop_border(target, 4)).item() for x in (pred, brighter)
+    ]
+    assert "lpips" in metrics.updated()
+    assert metrics.compute()["lpips"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert not any("lpips" in key for key in metrics.state_dict())  # never stored in checkpoints
+    grey = RestorationMetrics()
+    grey.update(pred[:, :1], target[:, :1])
+    assert "lpips" not in grey.compute()  # LPIPS is defined on RGB only
+
+
+def test_lpips_is_logged_and_its_best_checkpoint_is_the_lowest(compose_config, stand_in_lpips, tmp_path):
+    """Training logs val/lpips, and ``optimized_metric=val/lpips`` keeps the lowest (mode auto = min)."""
+    from refusion_pl.train import train
+
+    run = tmp_path / "run"
+    overrides = [
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "callbacks.ema=null",
+        "optimized_metric=val/lpips",
+    ]
+    train(compose_config(*FAST_SMOKE, *overrides, output_dir=run))
+    with next((run / "diffusion" / "csv").rglob("metrics.csv")).open() as handle:
+        logged = {
+            int(row["step"]): float(row["val/lpips"]) for row in csv.DictReader(handle) if row["val/lpips"]
+        }
+    assert len(logged) == 2 and len(set(logged.values())) == 2, logged  # two validations, different scores
+    last = safe_torch_load(run / "diffusion" / "checkpoints" / "last.ckpt")  # the callback's final state
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint"))
+    assert state["monitor"] == "val/lpips"
+    best_score, lowest, highest = float(state["best_model_score"]), min(logged.values()), max(logged.values())
+    assert abs(best_score - lowest) < abs(best_score - highest)  # the scores differ by ~1e-5 relative
