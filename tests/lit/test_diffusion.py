@@ -125,3 +125,44 @@ def test_checkpoints_keep_or_override_the_spacing():
     assert loaded.val_cfg["spacing"] == "uniform"
     checkpoint["hyper_parameters"]["sde"] = SDE  # written before spacing existed
     assert DiffusionModule.from_checkpoint_data(checkpoint, "x").val_cfg["spacing"] == "ou"
+
+
+def test_latent_stage2_does_not_blow_up_on_latents_4x_larger_than_its_training_ones():
+    """Trained briefly on 8x8 latents (64-pixel crops), restoring a whole 256-pixel photo (32x32 latents) stays
+    near the input's latent: no error amplification along the trajectory (it once reached |x - mu| ~ 1e9)."""
+    from refusion_pl.data import PairedDataModule
+
+    torch.manual_seed(0)
+    ae = {"ch": 4, "ch_mult": [1, 2, 2, 2], "embed_dim": 4}
+    sde = {**SDE, "sampler": "sde", "prediction": "x0", "loss": "x0", "sample_steps": 20}
+    module = DiffusionModule(model="latent", nafnet={**TINY, "width": 16}, autoencoder=ae, sde=sde)
+    module.autoencoder.init_signal_preserving()
+    data = PairedDataModule(
+        degradation={"name": "lowlight"},
+        crop_size=64,
+        batch_size=4,
+        train_samples_per_epoch=400,
+        val_size=256,
+    )
+    data.setup("fit")
+    optimiser = torch.optim.AdamW(module.net.parameters(), lr=2e-3)
+    largest_change = 0.0
+    for step, batch in zip(range(60), data.train_dataloader()):
+        mu, x0 = module.to_diffusion_space(batch["lq"], batch["gt"])
+        largest_change = max(largest_change, float((x0 - mu).abs().max()))
+        loss = module.training_step(batch, step)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    module.eval()
+    lq = next(iter(data.val_dataloader()))["lq"]
+    with torch.no_grad():
+        mu = module.autoencoder.encode(lq)[0]
+        assert mu.shape[-1] == 4 * 8  # 4x the training latents' side
+        from refusion_pl.sampling import sample
+
+        sampled = sample(
+            module.sde, module.noise_model, mu, steps=20, generator=torch.Generator().manual_seed(0)
+        )
+    assert torch.isfinite(sampled).all()
+    assert float((sampled - mu).abs().max()) < 2 * largest_change
