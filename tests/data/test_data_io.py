@@ -69,19 +69,24 @@ def test_exif_orientation_matches_pil(tmp_path: Path, orientation: int) -> None:
     arr = np.random.default_rng(2).integers(0, 256, (6, 10, 3), dtype=np.uint8)
     exif = Image.Exif()
     exif[0x0112] = orientation
+    exif[0x010F] = "refusion-test camera"  # Make: a tag besides the orientation that must survive
     Image.fromarray(arr).save(tmp_path / "o.png", exif=exif.tobytes())
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")), dtype=np.float32) / 255
     img, info = read_image(tmp_path / "o.png")
     assert torch.equal(img, torch.from_numpy(expected).permute(2, 0, 1))
     assert info.orientation == orientation and (info.height, info.width) == expected.shape[:2]
-    if info.exif:  # stored EXIF is reset to "upright" so writing it back does not rotate twice
-        assert _orientation_of(info.exif) in (None, 1)
+    assert info.exif is not None  # stored EXIF is reset to "upright" so writing it back does not rotate twice
+    assert _orientation_of(info.exif) == 1 and _exif_of(info.exif)[0x010F] == "refusion-test camera"
+
+
+def _exif_of(exif_bytes: bytes) -> Image.Exif:
+    ex = Image.Exif()
+    ex.load(exif_bytes)
+    return ex
 
 
 def _orientation_of(exif_bytes: bytes) -> int | None:
-    ex = Image.Exif()
-    ex.load(exif_bytes)
-    return ex.get(0x0112)
+    return _exif_of(exif_bytes).get(0x0112)
 
 
 def test_grayscale_and_rgb_conversions(tmp_path: Path) -> None:
@@ -89,15 +94,22 @@ def test_grayscale_and_rgb_conversions(tmp_path: Path) -> None:
     img, info = read_image(gray, channels=3)
     assert img.shape == (3, 8, 8) and info.source_channels == 1
     assert torch.equal(img[0], img[2])
+    assert torch.equal(img[0], torch.from_numpy(np.asarray(Image.open(gray), dtype=np.float32) / 255))
     rgb = write_rgb(tmp_path / "c.png", 8, 8)
     one, _ = read_image(rgb, channels=1)
-    assert one.shape == (1, 8, 8)
+    colour = torch.from_numpy(np.asarray(Image.open(rgb), dtype=np.float64) / 255).permute(2, 0, 1)
+    luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]  # ITU-R 601-2, PIL's "L"
+    assert one.shape == (1, 8, 8) and torch.allclose(one[0].double(), luma, atol=1 / 255)
 
 
 def test_palette_png(tmp_path: Path) -> None:
     path = write_rgb(tmp_path / "p.png", 8, 8, mode="P")
+    indexed = Image.open(path)
+    assert indexed.mode == "P" and len(np.unique(np.asarray(indexed))) > 4  # several palette entries
+    palette = np.asarray(indexed.getpalette(), dtype=np.float32).reshape(-1, 3) / 255
+    expected = torch.from_numpy(palette[np.asarray(indexed)]).permute(2, 0, 1)  # each index's colour
     img, _ = read_image(path)
-    assert img.shape == (3, 8, 8)
+    assert torch.equal(img, expected)
 
 
 def test_alpha_dropped_with_one_warning(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from data_helpers import (
     assert_aligned,
+    coord_array,
     coords,
     make_same_size_pairs,
     truncate,
@@ -230,17 +231,20 @@ def test_predict_and_test_loaders(tmp_path: Path) -> None:
 def test_16bit_and_exif_rotated_files_in_a_dataset(tmp_path: Path) -> None:
     from PIL import Image
 
-    write_coords(tmp_path / "train/GT/r.png", 20, 30, 2)
-    # LQ stored sideways with an EXIF "rotate 90 CW" tag: upright it matches the 20x30 GT.
-    lq = Image.new("RGB", (20, 30))
+    write_coords(tmp_path / "train/GT/r.png", 20, 30, 2)  # 16-bit coordinates (row, column, 2)
+    # The LQ is 8-bit coordinates stored sideways with an EXIF "rotate 90 CW" tag: upright it is the 20x30 GT's.
+    upright = Image.fromarray(coord_array(20, 30, tag=1).astype("uint8"))
     exif = Image.Exif()
     exif[0x0112] = 6
     (tmp_path / "train/LQ").mkdir(parents=True)
-    lq.save(tmp_path / "train/LQ/r.png", exif=exif.tobytes())
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "train/LQ/r.png", exif=exif.tobytes())
     make_same_size_pairs(tmp_path / "val/LQ", tmp_path / "val/GT", ["v"], 16, 16)
     dm = module(tmp_path, crop_size=16)
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))["gt"].max() > 0.0  # 16-bit coords scaled / 65535
+    for batch in dm.train_dataloader():  # random 16x16 crops of the one pair, flipped and rotated alike
+        lq_coords, gt_coords = (batch["lq"] * 255).round().long(), coords(batch["gt"])  # 8-bit, 16-bit scales
+        assert torch.equal(lq_coords[:, :2], gt_coords[:, :2])  # the same pixels: read upright, aligned
+        assert (lq_coords[:, 2] == 1).all() and (gt_coords[:, 2] == 2).all()
 
 
 # ------------------------------------------------------------------------------------------ errors
