@@ -317,11 +317,32 @@ def test_bad_timesteps_are_rejected() -> None:
         sde.sigma_bar(11)
 
 
-def test_to_keeps_values() -> None:
-    sde = IRSDE(50, 10)
-    before = sde.sigma_bars.clone()
-    assert sde.to("cpu") is sde
-    assert torch.equal(sde.sigma_bars, before)
+TABLES = ("thetas", "sigmas", "thetas_cumsum", "sigma_bars", "_cumsum_hi", "_cumsum_lo")
+
+
+def test_to_moves_every_table_and_drops_cached_copies() -> None:
+    """``to`` places all six tables (the hi/lo clock pair too) and forgets per-device copies made before."""
+    sde, reference = IRSDE(50, 10), IRSDE(50, 10)
+    sde.sigma_bar(torch.tensor([3, 7]), like=torch.zeros(2, 1))  # caches CPU copies of the tables
+    assert sde.to("meta") is sde and sde.device == torch.device("meta")
+    for name in TABLES:
+        moved, kept = getattr(sde, name), getattr(reference, name)
+        assert (moved.device.type, moved.dtype, moved.shape) == ("meta", kept.dtype, kept.shape), name
+    with pytest.raises(NotImplementedError):  # no stale CPU copy answers: the cache was cleared
+        sde.sigma_bar(torch.tensor([3]), like=torch.zeros(1, 1))
+    looked_up = sde.sigma_bar(torch.tensor([3], device="meta"), like=torch.zeros(1, 1, device="meta"))
+    assert looked_up.device.type == "meta"
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU: a CPU-to-CPU move cannot change values"
+)
+def test_to_keeps_values_on_a_gpu() -> None:
+    sde, reference = IRSDE(50, 10).to("cuda"), IRSDE(50, 10)
+    for name in TABLES:
+        assert torch.equal(getattr(sde, name).cpu(), getattr(reference, name)), name
+    t = torch.tensor([1, 5, 10], device="cuda")
+    assert torch.equal(sde.sigma_bar(t).cpu(), reference.sigma_bar(t.cpu()))
 
 
 @pytest.mark.parametrize(
