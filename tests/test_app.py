@@ -340,3 +340,34 @@ def test_the_page_in_a_browser_restores_and_shows_the_queue(server, tmp_path, mo
         assert picture.format == "PNG" and picture.width == 800
     assert any("not a readable image" in error for error in refused.errors), refused
     assert refused.images == [] and not refused.status.startswith("Restored")
+
+
+@pytest.mark.parametrize("source", ["options", "converted"])
+def test_original_weights_restore_like_the_cli(source, tmp_path):
+    """The original implementation's files, given as they are or converted: the page restores what the CLI does."""
+    from refusion_pl.app import load_service
+    from refusion_pl.original import convert_original
+    from tests.original_format import original_files
+
+    files = original_files("latent", tmp_path, seed=4)
+    ckpt = files["options"]
+    if source == "converted":
+        ckpt = tmp_path / "converted.ckpt"
+        convert_original(files["options"], ckpt)
+    service = load_service(compose_entry("app", f"ckpt={ckpt}", "device=cpu"))
+    try:
+        image = tmp_path / "in" / "hazy.png"
+        write_image(image, photo(24, 20, seed=1))
+        outputs, failures, _, _ = service.restore(
+            [str(image)], service.settings("ode", "ou", 3, "auto", 5), None
+        )
+        assert not failures
+        cli = tmp_path / "cli"
+        cli_cfg = compose_entry(
+            "restore", f"ckpt={ckpt}", f"input={image.parent}", f"output={cli}", "device=cpu",
+            "sampler=ode", "sample_steps=3", "tile=auto", "seed=5", "progress=false",
+        )  # fmt: skip
+        assert restore(cli_cfg).ok
+        assert outputs[0].read_bytes() == (cli / "hazy.png").read_bytes()
+    finally:
+        shutil.rmtree(service.workdir, ignore_errors=True)
