@@ -270,7 +270,7 @@ def build_app(service: Service, cfg: DictConfig) -> Any:
                     service.steps_max,
                     value=service.default_steps,
                     step=1,
-                    label="Steps (fewer are faster; 10 cost ~0.1 dB on the demo model)",
+                    label="Steps (fewer are faster; the default is the checkpoint's own)",
                 )
                 tile = gr.Dropdown(
                     ["auto", "none"],
