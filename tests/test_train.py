@@ -375,6 +375,25 @@ def test_pixel_demo_restores_visibly(compose_config, tmp_path):
     assert (tmp_path / "demo" / "restorations.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_x0_pixel_model_brightens_lowlight_photos_in_seconds(compose_config, tmp_path):
+    """The fast default-suite check of the slow demo test's claim: an x0 pixel model restores held-out lowlight
+    photos better than their degraded input after 60 steps of the tiny network.
+
+    Measured (seeds 42, 1, 2, 3, 4; 64 px centre crops of the three held-out photos; input 7.20 dB): gains of
+    1.63, 2.45, 2.10, 1.64 and 1.67 dB, mean 1.90, standard deviation 0.37. The 0.7 dB asked for leaves 3.2
+    standard deviations below the mean; about 3 s of CPU.
+    """
+    cfg = compose_config(
+        "model=pixel", "experiment=smoke", "task=lowlight", "sde.prediction=x0", "optim=adamw", "optim.lr=3e-3",
+        "trainer.max_steps=60", "trainer.val_check_interval=60", "data.train_samples_per_epoch=480",
+        "data.crop_size=32", "data.batch_size=4", "data.val_size=64", "data.max_val_images=3", "val.num_images=3",
+        "trainer.limit_val_batches=1.0", "figure.enabled=false", "logger=none", "callbacks.progress_bar=null",
+        output_dir=tmp_path / "lowlight",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["val/psnr"] > metrics["val/psnr_input"] + 0.7, metrics
+
+
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
 def test_logger_save_dir_is_honoured_per_stage(compose_config, tmp_path, logger):
     from refusion_pl.train import build_loggers
