@@ -317,7 +317,8 @@ def test_bad_timesteps_are_rejected() -> None:
         sde.sigma_bar(11)
 
 
-TABLES = ("thetas", "sigmas", "thetas_cumsum", "sigma_bars", "_cumsum_hi", "_cumsum_lo")
+# Every tensor IRSDE.to moves (the hi/lo pair is the float64 clock of the two-timestep jumps).
+MOVED_TABLES = ("thetas", "sigmas", "thetas_cumsum", "sigma_bars", "_cumsum_hi", "_cumsum_lo")
 
 
 def test_to_moves_every_table_and_drops_cached_copies() -> None:
@@ -325,7 +326,7 @@ def test_to_moves_every_table_and_drops_cached_copies() -> None:
     sde, reference = IRSDE(50, 10), IRSDE(50, 10)
     sde.sigma_bar(torch.tensor([3, 7]), like=torch.zeros(2, 1))  # caches CPU copies of the tables
     assert sde.to("meta") is sde and sde.device == torch.device("meta")
-    for name in TABLES:
+    for name in MOVED_TABLES:
         moved, kept = getattr(sde, name), getattr(reference, name)
         assert (moved.device.type, moved.dtype, moved.shape) == ("meta", kept.dtype, kept.shape), name
     with pytest.raises(NotImplementedError):  # no stale CPU copy answers: the cache was cleared
@@ -339,7 +340,7 @@ def test_to_moves_every_table_and_drops_cached_copies() -> None:
 )
 def test_to_keeps_values_on_a_gpu() -> None:
     sde, reference = IRSDE(50, 10).to("cuda"), IRSDE(50, 10)
-    for name in TABLES:
+    for name in MOVED_TABLES:
         assert torch.equal(getattr(sde, name).cpu(), getattr(reference, name)), name
     t = torch.tensor([1, 5, 10], device="cuda")
     assert torch.equal(sde.sigma_bar(t).cpu(), reference.sigma_bar(t.cpu()))
