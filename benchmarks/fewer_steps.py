@@ -12,7 +12,6 @@ exponential-integrator samplers (``mr_*``) are included; ``mr_ode1`` and ``mr_sd
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import tempfile
 from pathlib import Path
@@ -21,7 +20,6 @@ from statistics import mean
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from refusion_pl import pipeline, sampling, tiling
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.evaluate import evaluate
 from refusion_pl.sampling import SPACINGS
@@ -68,16 +66,13 @@ def main() -> None:
         "--spacing",
         choices=SPACINGS,
         default=None,
-        help="timestep spacing for fewer steps (default: sample()'s); restore/evaluate do not expose it yet, so "
-        "this rebinds sample() in the modules that call it, for this process only",
+        help="timestep spacing for fewer steps (default: the checkpoint's), passed to evaluate as spacing=...",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.spacing is not None:
-        spaced = functools.partial(sampling.sample, spacing=args.spacing)
-        pipeline.sample = spaced  # type: ignore[assignment]
-        tiling.sample = spaced  # type: ignore[assignment]
+        args.extra.append(f"spacing={args.spacing}")
 
     rows, identity = [], None
     with tempfile.TemporaryDirectory() as tmp:
