@@ -76,7 +76,7 @@ class Service:
 
     @property
     def default_steps(self) -> int:
-        return int(self.restorer.steps or self.restorer.module.val_cfg.get("sample_steps") or self.steps_max)
+        return int(self.restorer.steps or self.steps_max)  # Restorer.from_config: the CLI's default
 
     def settings(self, sampler: str, spacing: str, steps: float, tile: Any, seed: float) -> Restorer:
         """A copy of the loaded restorer with this request's sampling settings (the model is shared)."""

@@ -59,13 +59,6 @@ class Prediction(StrEnum):
     x0 = "x0"
 
 
-class DiffusionLoss(StrEnum):
-    """Mirrors refusion_pl.sde.LOSSES: what stage 2 minimises (the README's "Training the latent model")."""
-
-    mean = "mean"
-    x0 = "x0"
-
-
 class SDELoss(StrEnum):
     """Mirrors refusion_pl.sde.LOSSES: match the reverse-SDE mean (the paper) or the implied clean image."""
 
@@ -124,7 +117,7 @@ def _values(choices: type[StrEnum]) -> tuple[str, ...]:
 
 SCHEDULES = _values(Schedule)
 PREDICTIONS = _values(Prediction)
-DIFFUSION_LOSSES = _values(DiffusionLoss)
+SDE_LOSSES = _values(SDELoss)
 SAMPLERS = _values(Sampler)
 SPACINGS = _values(Spacing)
 AUTOENCODER_INITS = _values(AutoencoderInit)
@@ -155,7 +148,6 @@ class SDEConfig:
     spacing: Spacing = Spacing.ou
     prediction: Prediction = Prediction.noise
     loss: SDELoss = SDELoss.mean
-    loss: DiffusionLoss = DiffusionLoss.mean
 
 
 @dataclass
@@ -315,7 +307,7 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_choice(f"{prefix}.sampler", sde.sampler, SAMPLERS)
     _check_choice(f"{prefix}.spacing", getattr(sde, "spacing", "ou"), SPACINGS)
     _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
-    _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), DIFFUSION_LOSSES)
+    _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), SDE_LOSSES)
     if sde.sample_steps is not None:
         _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
 
