@@ -24,6 +24,18 @@ def test_lion_and_adamw():
         build_optimizer(_params(), {"name": "adam_w", "lr": 1e-4, "betas": [0.9, 0.99]})
 
 
+def test_adam_is_plain_adam_with_coupled_weight_decay():
+    cfg = {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.01, "lr_scale": 20}
+    adam = build_optimizer(_params(), cfg)
+    assert type(adam) is torch.optim.Adam  # not AdamW (a subclass of Adam in recent torch)
+    assert adam.defaults["lr"] == pytest.approx(2e-3) and adam.defaults["weight_decay"] == 0.01
+
+
+def test_optim_adam_composes(compose_config):
+    cfg = compose_config("optim=adam", "scheduler=multistep")
+    assert cfg.optim.name == "adam" and cfg.scheduler.name == "multistep"
+
+
 def _lrs(cfg, steps=100):
     opt = build_optimizer(_params(), {"name": "adamw", "lr": 1.0, "betas": [0.9, 0.999]})
     sched = build_scheduler(opt, cfg, steps)

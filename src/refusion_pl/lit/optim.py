@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import (
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], lr: float | None = None):
-    """AdamW from torch or Lion from lion-pytorch.
+    """AdamW or Adam from torch, or Lion from lion-pytorch.
 
     ``lr`` overrides ``cfg['lr']`` (the autoencoder stage); ``cfg['lr_scale']`` multiplies either, so short
     presets can raise the learning rate of whichever optimiser is chosen without pinning it.
@@ -30,11 +30,13 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]
     }
     if name == "adamw":
         return torch.optim.AdamW(params, **kwargs)
+    if name == "adam":
+        return torch.optim.Adam(params, **kwargs)
     if name == "lion":
         from lion_pytorch import Lion
 
         return Lion(params, **kwargs)
-    raise ValueError(f"optim.name={name!r} is not supported; choose one of: adamw, lion")
+    raise ValueError(f"optim.name={name!r} is not supported; choose one of: adamw, adam, lion")
 
 
 def _main_schedule(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], steps: int) -> LRScheduler:
