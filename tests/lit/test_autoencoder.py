@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from refusion_pl.lit.autoencoder import drop_skips
+from refusion_pl.lit.autoencoder import autoencoder_losses, drop_skips, perturb_latent
 from refusion_pl.models import AEHidden
 from refusion_pl.train import train
 
@@ -36,6 +36,29 @@ def test_drop_skips_zeroes_whole_images() -> None:
     assert torch.equal(kept, dropped[1].flatten(1).amax(1))  # the same images lose every skip
     assert set(kept.tolist()) == {0.0, 1.0}
     assert 16 < int(kept.sum()) < 48
+
+
+def test_perturb_latent_scales_with_the_latents_spread() -> None:
+    torch.manual_seed(0)
+    latent = 3.0 * torch.randn(8, 4, 16, 16)
+    assert perturb_latent(latent, 0.0) is latent
+    noise = perturb_latent(latent, 0.2) - latent
+    assert noise.std().item() == pytest.approx(0.2 * latent.std().item(), rel=0.05)
+
+
+def test_latent_noise_reaches_the_decoder(compose_config):
+    """With ``autoencoder.latent_noise`` the stage-1 losses decode perturbed latents (a different loss)."""
+    from refusion_pl.train import build_module
+
+    cfg = compose_config("experiment=demo", "autoencoder.latent_noise=0.5")
+    module = build_module(cfg, "autoencoder", None)
+    assert module.hparams.latent_noise == 0.5
+    torch.manual_seed(0)
+    lq, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    exact = autoencoder_losses(module.autoencoder, lq, gt, 0.0)
+    noisy = autoencoder_losses(module.autoencoder, lq, gt, 0.0, latent_noise=0.5)
+    assert noisy["loss_reg"] == exact["loss_reg"]  # same latents
+    assert abs(noisy["loss_rep"] - exact["loss_rep"]) > 1e-4
 
 
 def test_short_stage1_run_uses_its_latent(compose_config, tmp_path):
@@ -80,6 +103,8 @@ def test_bad_stage1_settings_are_named(compose_config):
         compose_config("autoencoder.init=kaiming")  # a choice (Enum): refused while composing
     with pytest.raises(ConfigError, match=r"autoencoder\.skip_dropout=1\.5"):
         validate_config(compose_config("autoencoder.skip_dropout=1.5"))
+    with pytest.raises(ConfigError, match=r"autoencoder\.latent_noise=-0\.1"):
+        validate_config(compose_config("autoencoder.latent_noise=-0.1"))
 
 
 def test_stage1_learning_rate_is_used_as_given(compose_config):

@@ -35,22 +35,36 @@ def drop_skips(hidden: AEHidden, probability: float) -> AEHidden:
     return AEHidden([h * keep for h in hidden], image_size=hidden.image_size)
 
 
+def perturb_latent(latent: torch.Tensor, scale: float) -> torch.Tensor:
+    """``latent`` plus Gaussian noise of ``scale`` times its (batch) standard deviation.
+
+    Decoding perturbed latents to the clean targets makes the decoder forgiving around the latents it was
+    trained on: the diffusion stage never lands exactly on them, and a decoder that has only seen exact
+    latents turns the remaining error into coloured blotches at latent scale.
+    """
+    if scale <= 0:
+        return latent
+    return latent + scale * latent.detach().std() * torch.randn_like(latent)
+
+
 def autoencoder_losses(
     autoencoder: UNetAutoencoder,
     lq: torch.Tensor,
     gt: torch.Tensor,
     reg_weight: float,
     skip_dropout: float = 0.0,
+    latent_noise: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The stage-1 objective: reconstruct LQ, decode the GT latent through the LQ skips, keep latents image-like.
 
     ``skip_dropout`` (training only) decodes some images without their skips; see ``drop_skips``.
+    ``latent_noise`` (training only) decodes perturbed latents; see ``perturb_latent``.
     """
     latent_lq, hidden_lq = autoencoder.encode(lq)
     latent_gt, _ = autoencoder.encode(gt)
     hidden_lq = drop_skips(hidden_lq, skip_dropout)
-    loss_rec = F.l1_loss(autoencoder.decode(latent_lq, hidden_lq), lq)
-    loss_rep = F.l1_loss(autoencoder.decode(latent_gt, hidden_lq), gt)
+    loss_rec = F.l1_loss(autoencoder.decode(perturb_latent(latent_lq, latent_noise), hidden_lq), lq)
+    loss_rep = F.l1_loss(autoencoder.decode(perturb_latent(latent_gt, latent_noise), hidden_lq), gt)
     loss_reg = (latent_lq.mean() - lq.mean()).abs() + (latent_lq.std() - 0.5 * lq.std()).abs()
     loss = loss_rec + loss_rep + reg_weight * loss_reg
     return {"loss": loss, "loss_rec": loss_rec, "loss_rep": loss_rep, "loss_reg": loss_reg}
@@ -75,6 +89,7 @@ class AutoencoderModule(RestorationModule):
         skip_dropout: float = 0.0,
         skip_dropout_until: float | None = None,
         dead_latent_db: float = 0.5,
+        latent_noise: float = 0.0,
     ) -> None:
         super().__init__(crop_border)
         self.save_hyperparameters()
@@ -89,7 +104,12 @@ class AutoencoderModule(RestorationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
         losses = autoencoder_losses(
-            self.autoencoder, lq, gt, self.hparams.reg_weight, self.skip_dropout_now()
+            self.autoencoder,
+            lq,
+            gt,
+            self.hparams.reg_weight,
+            self.skip_dropout_now(),
+            float(self.hparams.get("latent_noise", 0.0)),
         )
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=lq.shape[0])
