@@ -149,6 +149,7 @@ class SDEConfig:
     spacing: Spacing = Spacing.ou
     prediction: Prediction = Prediction.noise
     loss: SDELoss = SDELoss.mean
+    image_loss: float = 0.0
 
 
 @dataclass
@@ -310,6 +311,7 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_choice(f"{prefix}.spacing", getattr(sde, "spacing", "ou"), SPACINGS)
     _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
     _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), SDE_LOSSES)
+    _check_range(f"{prefix}.image_loss", getattr(sde, "image_loss", 0.0), 0, None)
     if sde.sample_steps is not None:
         _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
 

@@ -53,6 +53,37 @@ def test_training_step_minimises_the_configured_loss(loss: str):
 AE_TINY = {"ch": 4, "ch_mult": [1, 2], "embed_dim": 4}
 
 
+def test_image_loss_adds_the_decoded_x0_error():
+    """``sde.image_loss`` adds w x L1(decode(x0 estimate), GT) to the latent loss, with gradients into the net only."""
+    sde = {**SDE, "prediction": "x0", "loss": "x0"}
+    plain = DiffusionModule(
+        model="latent", nafnet=TINY, autoencoder={**AE_TINY, "decode_mode": "residual"}, sde=sde
+    )
+    weighted = DiffusionModule(
+        model="latent",
+        nafnet=TINY,
+        autoencoder={**AE_TINY, "decode_mode": "residual"},
+        sde={**sde, "image_loss": 2.0},
+    )
+    weighted.load_state_dict(plain.state_dict())
+    for module in (plain, weighted):
+        module.autoencoder.requires_grad_(False).eval()
+    gen = torch.Generator().manual_seed(0)
+    batch = {"lq": torch.rand(2, 3, 16, 16, generator=gen), "gt": torch.rand(2, 3, 16, 16, generator=gen)}
+    torch.manual_seed(3)
+    latent_only = plain.training_step(batch, 0)
+    torch.manual_seed(3)
+    total = weighted.training_step(batch, 0)
+    # An untrained x0 network returns mu, which residual decoding turns back into the LQ itself.
+    lq_error = float((batch["lq"] - batch["gt"]).abs().mean())
+    assert float(total - latent_only) == pytest.approx(2.0 * lq_error, rel=1e-4)
+    total.backward()
+    assert weighted.net.ending.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in weighted.autoencoder.parameters())
+    with pytest.raises(ValueError, match=r"sde\.image_loss=-1\.0"):
+        DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "image_loss": -1.0})
+
+
 def _bokeh_module() -> DiffusionModule:
     """A bokeh module whose blocks pass their feed-forward on (trained blocks do; fresh ones start at zero)."""
     module = DiffusionModule(

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.config import ConfigError
 from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metrics
-from refusion_pl.models import PREDICTIONS, ConditionalNAFNet, UNetAutoencoder, noise_model
+from refusion_pl.models import PREDICTIONS, AEHidden, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.models.inference import inference_switches, prepare_for_inference
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE, LOSSES
@@ -85,6 +86,9 @@ class DiffusionModule(RestorationModule):
         self.loss_name = sde.get("loss", "mean")
         if self.loss_name not in LOSSES:
             raise ValueError(f"sde.loss={self.loss_name!r}; choose one of: {', '.join(LOSSES)}")
+        self.image_loss_weight = float(sde.get("image_loss", 0.0))
+        if self.image_loss_weight < 0:
+            raise ValueError(f"sde.image_loss={self.image_loss_weight!r} must be >= 0")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"sde.prediction={self.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         self.autoencoder: UNetAutoencoder | None = None
@@ -163,21 +167,51 @@ class DiffusionModule(RestorationModule):
     @torch.no_grad()
     def to_diffusion_space(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, x0): the LQ and GT themselves, or their latents under the frozen autoencoder."""
+        mu, x0, _ = self.encode_pair(lq, gt)
+        return mu, x0
+
+    def encode_pair(
+        self, lq: torch.Tensor, gt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, AEHidden | None]:
+        """``to_diffusion_space`` plus the LQ's hidden maps (None for pixel models), which decoding needs."""
         if self.autoencoder is None:
-            return lq, gt
-        return self.autoencoder.encode(lq)[0], self.autoencoder.encode(gt)[0]
+            return lq, gt, None
+        mu, hidden = self.autoencoder.encode(lq)
+        return mu, self.autoencoder.encode(gt)[0], hidden
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
-        mu, x0 = self.to_diffusion_space(lq, gt)
+        mu, x0, hidden = self.encode_pair(lq, gt)
         t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
         scalars = batch.get("cond_scalars")  # bokeh: (source lens, target lens, disparity) per image
         noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
         loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t)
+        if self.image_loss_weight and hidden is not None:
+            image_loss = self.decoded_x0_loss(noise_pred, xt, mu, t, hidden, gt)
+            self.log("train/image_loss", image_loss, batch_size=x0.shape[0])
+            self.log("train/latent_loss", loss, batch_size=x0.shape[0])
+            loss = loss + self.image_loss_weight * image_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
+
+    def decoded_x0_loss(
+        self,
+        noise_pred: torch.Tensor,
+        xt: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        hidden: AEHidden,
+        gt: torch.Tensor,
+    ) -> torch.Tensor:
+        """L1 between the image the network's clean-latent estimate decodes to and the GT (``sde.image_loss``).
+
+        A latent loss weighs every latent channel alike, but the frozen decoder does not: small errors along the
+        directions it is sensitive to become colour casts and blotches. This weighs them by what a user sees.
+        """
+        x0_estimate = self.sde.x0_from_noise(xt, mu, noise_pred, t)
+        return F.l1_loss(self.autoencoder.decode_restored(x0_estimate, hidden), gt)
 
     # ---- restoration and validation ---------------------------------------------------------------------------
     def restore(
