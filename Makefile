@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 # build on macOS and Windows). CPU-only Linux machines: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install test test-all lint format demo smoke screenshot clean bench
+.PHONY: install test test-all lint format demo smoke screenshot clean bench results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ clean:
 BENCH_ARGS ?=
 bench: install
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# The README's results table: make demo's recipe on each synthetic task (identity vs restored PSNR/SSIM on the
+# held-out photos, fewer steps, a crops figure), then a miniature ablation on shadow (Hydra multiruns). About
+# 1.5-2 h with OMP_NUM_THREADS=1; resumable (finished tasks are skipped). RESULTS_ARGS="--tasks sr --no-ablation".
+RESULTS_ARGS ?=
+results: install
+	$(PY) -m refusion_pl.benchmark $(RESULTS_ARGS)
 
 smoke: install
 	$(PY) -m refusion_pl.train experiment=smoke

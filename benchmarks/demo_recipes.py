@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from refusion_pl.data import PairedDataModule
+from refusion_pl.benchmark import Sample, held_out_pairs
+from refusion_pl.benchmark import train as train_run
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.lit.metrics import psnr_per_image
 from refusion_pl.restore import default_steps
@@ -42,35 +40,21 @@ MILD = {
 
 
 def train(task: str, recipe: str, run_dir: Path, extra: list[str]) -> float:
-    cmd = [
-        sys.executable, "-m", "refusion_pl.train", *RECIPES[recipe], f"task={task}", "logger=csv",
-        "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}", *extra,
-    ]  # fmt: skip
-    start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
-    if result.returncode != 0:
-        raise RuntimeError(f"{task}/{recipe} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start
-
-
-def held_out_pairs(task_cfg: dict, degradation: dict) -> list[dict]:
-    data = PairedDataModule(root=None, degradation=degradation, channels=task_cfg["channels"], val_size=None)
-    data.setup("test")
-    return list(data.test_dataloader())
+    return train_run([*RECIPES[recipe], f"task={task}", *extra], run_dir)
 
 
 @torch.no_grad()
-def restore_all(module: DiffusionModule, batches: list[dict]) -> list[dict]:
+def restore_all(module: DiffusionModule, samples: list[Sample]) -> list[dict]:
     rows = []
-    for index, batch in enumerate(batches):
+    for index, (name, lq, gt, _) in enumerate(samples):
         generator = torch.Generator().manual_seed(index)
-        restored = module.restore(batch["lq"], steps=default_steps(module), generator=generator)
+        restored = module.restore(lq[None], steps=default_steps(module), generator=generator)
         rows.append(
             {
-                "name": batch["name"][0],
-                "size": list(batch["gt"].shape[-2:]),
-                "input": float(psnr_per_image(batch["lq"], batch["gt"])[0]),
-                "restored": float(psnr_per_image(restored, batch["gt"])[0]),
+                "name": name,
+                "size": list(gt.shape[-2:]),
+                "input": float(psnr_per_image(lq[None], gt[None])[0]),
+                "restored": float(psnr_per_image(restored, gt[None])[0]),
             }
         )
     return rows
@@ -78,12 +62,11 @@ def restore_all(module: DiffusionModule, batches: list[dict]) -> list[dict]:
 
 def evaluate(checkpoint: Path, task: str) -> dict:
     module = DiffusionModule.from_checkpoint(checkpoint)
-    task_cfg = module.run_config["task"]
-    degradation = dict(task_cfg["degradation"])
-    mild = {**degradation, **MILD.get(task, {})}
+    data_cfg = module.run_config["data"]
+    mild = {**data_cfg["degradation"], **MILD.get(task, {})}
     return {
-        "held_out": restore_all(module, held_out_pairs(task_cfg, degradation)),
-        "mild": restore_all(module, held_out_pairs(task_cfg, mild)),
+        "held_out": restore_all(module, held_out_pairs(data_cfg)),
+        "mild": restore_all(module, held_out_pairs(data_cfg, mild)),
     }
 
 

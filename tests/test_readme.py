@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from refusion_pl import cli, config, report
+from refusion_pl import benchmark, cli, config, report
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -116,6 +116,10 @@ def dry_run(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         monkeypatch.setattr(report, "report", lambda sweep_dir, **kwargs: seen.append(sweep_dir) or "")
         Path(args[0]).mkdir(parents=True)  # what the sweep command before it would have made
         assert report.main(args) == 0 and seen == [Path(args[0])]
+    elif name == "benchmark":  # the options are checked; nothing is trained
+        options = benchmark.parse_args(args, "refusion-benchmark")
+        benchmark.settings_from(options)
+        benchmark.check_tasks(options.tasks)
     elif name == "make":
         done = subprocess.run(
             ["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=False

@@ -613,9 +613,9 @@ def write_results(settings: Settings, tasks: Sequence[str], ablations: Sequence[
 
 
 # ---- entry point -----------------------------------------------------------------------------------------------
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m refusion_pl.benchmark",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -674,8 +674,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m refusion_pl.benchmark") -> int:
+    args = parse_args(argv, prog)
     try:
         tasks = [] if args.ablation_only else check_tasks(args.tasks)
         settings = settings_from(args)
@@ -683,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ablations = [] if args.no_ablation else list(dict.fromkeys(args.ablations))
-    command = shlex.join(["python", "-m", "refusion_pl.benchmark", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join([*prog.split(), *(sys.argv[1:] if argv is None else argv)])
     failed = 0
     for task in tasks:
         failed += run_task(task, settings).get("status") != "ok"

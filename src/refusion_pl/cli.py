@@ -44,3 +44,10 @@ def report(argv: Sequence[str] | None = None) -> int:
     from refusion_pl.report import main
 
     return main(argv, prog="refusion-report")
+
+
+def benchmark(argv: Sequence[str] | None = None) -> int:
+    """``refusion-benchmark``: the results table and miniature ablation (plain argparse, no Hydra)."""
+    from refusion_pl.benchmark import main
+
+    return main(argv, prog="refusion-benchmark")
