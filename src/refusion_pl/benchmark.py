@@ -271,7 +271,7 @@ def run_task(task: str, settings: Settings) -> dict[str, Any]:
         print(f"{task}: done earlier ({path}), skipped", flush=True)
         return done
     overrides = [*settings.recipe, f"task={task}", *TASK_OVERRIDES.get(task, ()), *settings.extra]
-    result: dict[str, Any] = {"task": task, "overrides": overrides}
+    result: dict[str, Any] = {"task": task, "overrides": overrides, "commit": git_commit()}
     try:
         run_dir = fresh_dir(settings.work / "tasks" / task)
         result["run_dir"] = str(run_dir)
@@ -378,7 +378,7 @@ def crops_figure(out: Path, results: Sequence[Mapping[str, Any]]) -> Path | None
     rows = [r for r in results if r.get("status") == "ok" and (out / "crops" / r["crops"]).is_file()]
     if not rows:
         return None
-    fig = Figure(figsize=(7.5, 2.5 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(4.8, 1.75 * len(rows)), layout="constrained")  # crops near their own 128 pixels
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for row_axes, result in zip(axes, rows, strict=True):
         strip, _ = read_image(out / "crops" / result["crops"])
@@ -448,6 +448,7 @@ def run_ablation(name: str, settings: Settings) -> dict[str, Any]:
         base = [o for o in base if not o.startswith("experiment=")]
     sweep_dir = fresh_dir(settings.work / "ablation" / name)
     result: dict[str, Any] = {"ablation": name, "overrides": [*base, *swept], "sweep_dir": str(sweep_dir)}
+    result["commit"] = git_commit()
     try:
         train([*base, *swept], sweep_dir, multirun=True)
     except TrainingFailed as err:  # a failed job stops the sweep; the report lists what finished
@@ -522,6 +523,12 @@ def git_commit() -> str:
     return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
 
 
+def recorded_commits(results: Sequence[Mapping[str, Any]]) -> str:
+    """The commits the recorded results were produced at, when they differ from this page's."""
+    commits = sorted({str(r["commit"]) for r in results if r.get("commit")})
+    return f" (results recorded at {', '.join(f'`{c}`' for c in commits)})" if commits else ""
+
+
 def machine() -> str:
     import torch
 
@@ -556,7 +563,7 @@ def results_markdown(
         "for hundreds of thousands of steps on real datasets on GPUs; its numbers are not comparable with these.",
         "",
         f"- command: `{command}`",
-        f"- commit: `{git_commit()}`",
+        f"- commit: `{git_commit()}`{recorded_commits([*results, *ablations])}",
         f"- machine: {machine()}; {len(trained)} task(s) trained in {minutes:.0f} min in total",
         "",
         "## Tasks",
