@@ -408,7 +408,7 @@ def shared_autoencoder(settings: Settings) -> str:
     task_result = finished(task_path(settings.out, settings.ablation_task))
     shared = (task_result or {}).get("autoencoder_checkpoint")
     if shared and Path(shared).is_file():
-        return str(shared)
+        return str(Path(shared).resolve())  # jobs may run elsewhere (hydra.job.chdir)
     record = settings.out / "ablation" / "autoencoder.json"
     done = finished(record)
     if done is not None and Path(done["checkpoint"]).is_file() and not settings.force:
@@ -417,7 +417,7 @@ def shared_autoencoder(settings: Settings) -> str:
     task = settings.ablation_task
     overrides = [*settings.recipe, f"task={task}", *TASK_OVERRIDES.get(task, ()), "stage=autoencoder"]
     seconds = train(overrides, run_dir)
-    checkpoint = run_summary(run_dir)["stages"]["autoencoder"]["checkpoint"]
+    checkpoint = str(Path(run_summary(run_dir)["stages"]["autoencoder"]["checkpoint"]).resolve())
     atomic_write_json(record, {"status": "ok", "checkpoint": checkpoint, "train_seconds": seconds})
     return str(checkpoint)
 
