@@ -568,7 +568,8 @@ def results_markdown(
         "",
         "## Tasks",
         "",
-        "Input: the degraded photo against the target (identity baseline). Restored: the checkpoint's own sampler "
+        "Input: the degraded photo against the target (identity baseline; sr: the LQ upsampled bicubically to "
+        "the target size). Restored: the checkpoint's own sampler "
         "and step count (`steps`); PSNR @5 and @10: the same checkpoint with fewer steps. PSNR in dB on RGB, "
         "SSIM on RGB (Gaussian 11x11), both after the task's border crop, means over the held-out photos. "
         "Train: wall time of the training command (both stages, its validation and figure). s/image: sampling "
