@@ -16,6 +16,8 @@ from refusion_pl.train import train
 SHORT_STAGE1 = [
     "stage=autoencoder",
     "experiment=demo",
+    "net.autoencoder.ch=4",  # the tiny net's autoencoder: fast, and the margins below were measured on it
+    "net.autoencoder.embed_dim=4",
     "autoencoder.max_steps=200",
     "autoencoder.crop_size=96",
     "trainer.val_check_interval=200",
