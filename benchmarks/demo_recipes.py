@@ -74,19 +74,22 @@ def mean(rows: list[dict], key: str) -> float:
     return sum(row[key] for row in rows) / len(rows)
 
 
+def quality_cells(run: dict) -> str:
+    """Train minutes, then input / restored / gain on the held-out photos and on their mild copies."""
+    held, mild = run["held_out"], run["mild"]
+    return (
+        f"{run['train_seconds'] / 60:.1f} | {mean(held, 'input'):.2f} | {mean(held, 'restored'):.2f} | "
+        f"{mean(held, 'restored') - mean(held, 'input'):+.2f} | {mean(mild, 'input'):.2f} | "
+        f"{mean(mild, 'restored'):.2f} | {min(r['restored'] - r['input'] for r in mild):+.2f} (worst)"
+    )
+
+
+QUALITY_HEADER = "train (min) | input (dB) | restored (dB) | gain | mild input | mild restored | mild gain"
+
+
 def table(runs: list[dict]) -> str:
-    lines = [
-        "| task | recipe | train (min) | input (dB) | restored (dB) | gain | mild input | mild restored | mild gain |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        held, mild = run["held_out"], run["mild"]
-        lines.append(
-            f"| {run['task']} | {run['recipe']} | {run['train_seconds'] / 60:.1f} | {mean(held, 'input'):.2f} | "
-            f"{mean(held, 'restored'):.2f} | {mean(held, 'restored') - mean(held, 'input'):+.2f} | "
-            f"{mean(mild, 'input'):.2f} | {mean(mild, 'restored'):.2f} | "
-            f"{min(r['restored'] - r['input'] for r in mild):+.2f} (worst) |"
-        )
+    lines = [f"| task | recipe | {QUALITY_HEADER} |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {run['task']} | {run['recipe']} | {quality_cells(run)} |" for run in runs]
     return "\n".join(lines)
 
 

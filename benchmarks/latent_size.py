@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from demo_recipes import evaluate, mean, train
+from demo_recipes import QUALITY_HEADER, evaluate, quality_cells, train
 
 from refusion_pl.files import atomic_write_text
 
@@ -27,18 +27,10 @@ DOWNSCALE = 8  # the autoencoder's 2 ** (len(ch_mult) - 1)
 
 
 def table(runs: list[dict]) -> str:
-    lines = [
-        "| crop (px) | latent | train (min) | input (dB) | restored (dB) | gain | mild input | mild restored |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"| crop (px) | latent | {QUALITY_HEADER} |", "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        held, mild = run["held_out"], run["mild"]
         side = run["crop"] // DOWNSCALE
-        lines.append(
-            f"| {run['crop']} | {side}x{side} | {run['train_seconds'] / 60:.1f} | {mean(held, 'input'):.2f} | "
-            f"{mean(held, 'restored'):.2f} | {mean(held, 'restored') - mean(held, 'input'):+.2f} | "
-            f"{mean(mild, 'input'):.2f} | {mean(mild, 'restored'):.2f} |"
-        )
+        lines.append(f"| {run['crop']} | {side}x{side} | {quality_cells(run)} |")
     return "\n".join(lines)
 
 
