@@ -334,7 +334,7 @@ def _cell(value: Any, digits: int = 2) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
@@ -347,6 +347,7 @@ def task_row(result: Mapping[str, Any]) -> str:
         error = (result.get("error") or "no error recorded").splitlines()[0][:300].replace("|", "\\|")
         return f"| {values['task']} | failed: {error} |"
     cells = [_cell(values.get(col), FORMATS.get(col, 2)) for col in TASK_COLUMNS if col != "status"]
+    cells[TASK_COLUMNS.index("gain_db") - 1] = f"{values['gain_db']:+.2f}"
     return "| " + " | ".join(cells) + " |"
 
 
