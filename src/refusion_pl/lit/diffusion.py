@@ -164,16 +164,19 @@ class DiffusionModule(RestorationModule):
         return self
 
     # ---- training ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def to_diffusion_space(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, x0): the LQ and GT themselves, or their latents under the frozen autoencoder."""
         mu, x0, _ = self.encode_pair(lq, gt)
         return mu, x0
 
+    @torch.no_grad()
     def encode_pair(
         self, lq: torch.Tensor, gt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, AEHidden | None]:
-        """``to_diffusion_space`` plus the LQ's hidden maps (None for pixel models), which decoding needs."""
+        """``to_diffusion_space`` plus the LQ's hidden maps (None for pixel models), which decoding needs.
+
+        No graph: the autoencoder is frozen; ``sde.image_loss`` differentiates only the decoding of the estimate.
+        """
         if self.autoencoder is None:
             return lq, gt, None
         mu, hidden = self.autoencoder.encode(lq)
