@@ -172,6 +172,7 @@ def test_a_key_added_with_plus_is_refused_by_the_schema(compose_config):
         ("sde.sample_steps=500", "sde.sample_steps"),
         ("optim.lr=0", "optim.lr"),
         ("autoencoder.skip_dropout=1.5", "autoencoder.skip_dropout"),
+        ("sde.echo=0", "sde.echo"),
     ],
 )
 def test_out_of_range_values_name_the_key(compose_config, override, key):
@@ -358,3 +359,12 @@ def test_docs_named_in_the_configs_exist():
     }
     assert "docs/scale_out.md" in named
     assert [doc for doc in sorted(named) if not (root / doc).is_file()] == []
+
+
+def test_echo_must_divide_the_batch_and_skips_the_image_loss(compose_config):
+    """Each step loads batch_size / sde.echo pairs; the decoded image loss needs every image's hidden maps."""
+    validate_config(compose_config("data.batch_size=8", "sde.echo=4"))
+    with pytest.raises(ConfigError, match=r"sde\.echo=3 must divide data\.batch_size=8"):
+        validate_config(compose_config("data.batch_size=8", "sde.echo=3"))
+    with pytest.raises(ConfigError, match=r"sde\.echo=2 cannot be combined with sde\.image_loss=0\.5"):
+        validate_config(compose_config("data.batch_size=8", "sde.echo=2", "sde.image_loss=0.5"))

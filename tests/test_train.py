@@ -21,7 +21,7 @@ from refusion_pl.lit.diffusion import trained_sde_differences
 from refusion_pl.pipeline import restore
 from refusion_pl.restore import Restorer
 from refusion_pl.sampling import ou_time_schedule
-from refusion_pl.train import train, validation_interval
+from refusion_pl.train import build_datamodule, train, validation_interval
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -118,6 +118,18 @@ def test_checkpoint_from_before_prediction_existed_predicts_noise(compose_config
     assert module.prediction == "noise" and module.noise_model is module.net
     stored = checkpoint["hyper_parameters"]["sde"]
     assert trained_sde_differences(stored, {**stored, "prediction": "noise"}) == []  # resumable as noise
+
+
+def test_echo_loads_fewer_pairs_per_diffusion_step(compose_config):
+    """``sde.echo``: the diffusion stage's loader yields batch_size / echo pairs (stage 1 keeps its batch), and
+    training runs through with the echoed batches."""
+    cfg = compose_config("model=pixel", "experiment=smoke", "data.batch_size=4", "sde.echo=2")
+    assert build_datamodule(cfg, "diffusion").batch_size == 2
+    assert build_datamodule(cfg, "autoencoder").batch_size == cfg.autoencoder.batch_size == 4
+    metrics = train(cfg)
+    assert metrics["val/psnr"] > 0
+    checkpoint = safe_torch_load(Path(cfg.paths.output_dir) / "diffusion" / "checkpoints" / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["sde"]["echo"] == 2
 
 
 def test_not_a_diffusion_checkpoint_is_refused(tmp_path):

@@ -150,6 +150,7 @@ class SDEConfig:
     prediction: Prediction = Prediction.noise
     loss: SDELoss = SDELoss.mean
     image_loss: float = 0.0
+    echo: int = 1
 
 
 @dataclass
@@ -198,6 +199,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 0.0
     lr_scale: float = 1.0
+    fused: bool | None = None
 
 
 @dataclass
@@ -312,6 +314,7 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
     _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), SDE_LOSSES)
     _check_range(f"{prefix}.image_loss", getattr(sde, "image_loss", 0.0), 0, None)
+    _check_range(f"{prefix}.echo", getattr(sde, "echo", 1), 1, None)
     if sde.sample_steps is not None:
         _check_range(f"{prefix}.sample_steps", sde.sample_steps, 1, sde.steps)
 
@@ -359,11 +362,25 @@ def _check_values(cfg: Any) -> None:
             f"({len(net.dec_blk_nums)} levels) must have the same length"
         )
     _check_variant(cfg)
+    _check_echo(cfg)
     if cfg.model.name == "latent" and cfg.stage == "diffusion" and not cfg.autoencoder.ckpt:
         raise ConfigError(
             "stage=diffusion with model=latent needs a trained autoencoder: set autoencoder.ckpt=PATH "
             "(or run stage=auto to train both stages)"
         )
+
+
+def _check_echo(cfg: Any) -> None:
+    """`sde.echo` splits each training batch into `echo` loads: the batch size must divide, and the decoded
+    image loss needs every image's hidden maps, which echoed latents no longer carry."""
+    echo = int(cfg.sde.echo)
+    if echo > 1 and cfg.data.batch_size % echo:
+        raise ConfigError(
+            f"sde.echo={echo} must divide data.batch_size={cfg.data.batch_size}: each step loads "
+            "batch_size / echo new pairs and reuses the rest"
+        )
+    if echo > 1 and cfg.sde.image_loss > 0:
+        raise ConfigError(f"sde.echo={echo} cannot be combined with sde.image_loss={cfg.sde.image_loss}")
 
 
 def _check_variant(cfg: Any) -> None:

@@ -246,7 +246,8 @@ def build_datamodule(cfg: DictConfig, stage: str) -> pl.LightningDataModule:
             crop_size=cfg.autoencoder.crop_size,
             swap_prob=cfg.autoencoder.swap_prob,
         )
-    return hydra.utils.instantiate(cfg.data)
+    # sde.echo: each step loads batch_size / echo new pairs; the module trains on the last `echo` loads
+    return hydra.utils.instantiate(cfg.data, batch_size=cfg.data.batch_size // int(cfg.sde.echo))
 
 
 def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> pl.LightningModule:

@@ -84,6 +84,24 @@ def test_image_loss_adds_the_decoded_x0_error():
         DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "image_loss": -1.0})
 
 
+def test_echo_trains_each_load_for_echo_consecutive_steps():
+    """``sde.echo=2``: a step trains on this load and the previous one, never on older ones, in load order."""
+    module = DiffusionModule(model="latent", nafnet=TINY, autoencoder=AE_TINY, sde={**SDE, "echo": 2})
+    loads = [torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    encoded = [module.encode_pair(image, image.flip(-1))[:2] for image in loads]
+    seen = [module.echoed(mu, x0, None) for mu, x0 in encoded]
+    assert seen[0][0].shape[0] == 1 and seen[1][0].shape[0] == 2 and seen[2][0].shape[0] == 2
+    assert torch.equal(seen[2][0], torch.cat([encoded[1][0], encoded[2][0]]))
+    assert torch.equal(seen[2][1], torch.cat([encoded[1][1], encoded[2][1]]))
+    torch.manual_seed(0)
+    loss = module.training_step({"lq": loads[0], "gt": loads[0].flip(-1)}, 0)
+    assert loss.isfinite() and len(module._echoed) == 2
+    with pytest.raises(ValueError, match=r"sde\.echo=0"):
+        DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "echo": 0})
+    with pytest.raises(ValueError, match="image_loss"):
+        DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "echo": 2, "image_loss": 1.0})
+
+
 def _bokeh_module() -> DiffusionModule:
     """A bokeh module whose blocks pass their feed-forward on (trained blocks do; fresh ones start at zero)."""
     module = DiffusionModule(

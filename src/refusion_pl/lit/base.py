@@ -100,7 +100,8 @@ class RestorationModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, hp.optim or DEFAULT_OPTIM, lr=hp.get("lr"))
+        scaled = self._trainer is not None and str(self.trainer.precision).startswith("16")  # fp16 GradScaler
+        optimizer = build_optimizer(params, hp.optim or DEFAULT_OPTIM, lr=hp.get("lr"), grad_scaling=scaled)
         scheduler = build_scheduler(optimizer, hp.scheduler or DEFAULT_SCHEDULER, hp.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,15 @@ class DiffusionModule(RestorationModule):
         self.image_loss_weight = float(sde.get("image_loss", 0.0))
         if self.image_loss_weight < 0:
             raise ValueError(f"sde.image_loss={self.image_loss_weight!r} must be >= 0")
+        self.echo = int(sde.get("echo", 1))
+        if self.echo < 1:
+            raise ValueError(f"sde.echo={self.echo!r} must be >= 1")
+        if self.echo > 1 and self.image_loss_weight:
+            raise ValueError(
+                "sde.echo > 1 cannot be combined with sde.image_loss (echoed latents carry no hidden maps)"
+            )
+        # the last `echo` loaded batches in diffusion space (not state: a resumed run refills it in `echo` steps)
+        self._echoed: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = deque(maxlen=self.echo)
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"sde.prediction={self.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         self.autoencoder: UNetAutoencoder | None = None
@@ -185,10 +195,12 @@ class DiffusionModule(RestorationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, gt = self.split_batch(batch)
         mu, x0, hidden = self.encode_pair(lq, gt)
+        scalars = batch.get("cond_scalars")  # bokeh: (source lens, target lens, disparity) per image
+        if self.echo > 1:
+            mu, x0, scalars = self.echoed(mu, x0, scalars)
         t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
-        scalars = batch.get("cond_scalars")  # bokeh: (source lens, target lens, disparity) per image
         noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
         loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t)
         if self.image_loss_weight and hidden is not None:
@@ -198,6 +210,20 @@ class DiffusionModule(RestorationModule):
             loss = loss + self.image_loss_weight * image_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
+
+    def echoed(
+        self, mu: torch.Tensor, x0: torch.Tensor, scalars: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This load plus the previous `echo - 1` ones (``sde.echo``, data echoing).
+
+        In the latent model, loading a crop and encoding it with the frozen autoencoder costs several times the
+        noise network's step; here every encoded pair trains `echo` consecutive steps, with a fresh timestep
+        and noise each time, so a step loads and encodes only `batch_size / echo` new pairs.
+        """
+        self._echoed.append((mu, x0, scalars))
+        loads = list(self._echoed)
+        cat_scalars = None if scalars is None else torch.cat([s for _, _, s in loads])
+        return torch.cat([m for m, _, _ in loads]), torch.cat([x for _, x, _ in loads]), cat_scalars
 
     def decoded_x0_loss(
         self,
