@@ -30,9 +30,9 @@ run() {  # run NAME SECONDS ARGS...: one bench.py run under its own time limit
 
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 # shellcheck disable=SC2086
-run fp32 "$LIMIT_FP32" --sizes $SIZES --repeats 2
+run fp32 "$LIMIT_FP32" --sizes $SIZES --repeats 2 --train-optims adamw
 # shellcheck disable=SC2086
-run bf16 "$LIMIT_BF16" --sizes $SIZES --repeats 2 --precision bf16 --skip large
+run bf16 "$LIMIT_BF16" --sizes $SIZES --repeats 2 --precision bf16 --skip large --train-optims adamw
 # Compiling the paper net takes about a minute per shape on a GPU host: one size, no training section.
 run bf16_compile "$LIMIT_COMPILE" --sizes "${SIZES%% *}" --repeats 2 --precision bf16 --compile --skip training large compare
 exit $status
