@@ -128,6 +128,22 @@ def test_sigkill_then_resume_is_bit_exact(reference, tmp_path, kill_at, saved):
     assert_same_state(last_checkpoint(run), reference)
 
 
+def test_echoed_run_resumes_bit_exact(tmp_path):
+    """``sde.echo``: the loads a step reuses travel with the checkpoint, so a resumed run trains on the same
+    batches as the uninterrupted one."""
+    echo = ["sde.echo=2", "trainer.max_steps=6", "trainer.val_check_interval=6"]
+    reference_run, run = tmp_path / "reference", tmp_path / "run"
+    train(compose_run(reference_run, *echo))
+    fault = ["+callbacks.fault._target_=tests.faults.SignalAt", "+callbacks.fault.step=3"]
+    killed = run_subprocess(run, *echo, *fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    saved = last_checkpoint(run)
+    assert saved["global_step"] == 2 and len(saved["refusion_pl_echo"]) == 2  # two loads of one pair each
+    assert saved["refusion_pl_echo"][0][0].shape[0] == 1
+    train(compose_run(run, *echo))
+    assert_same_state(last_checkpoint(run), last_checkpoint(reference_run))
+
+
 def test_latent_run_killed_in_its_second_stage_resumes_bit_exact(tmp_path):
     """Both stages in one run directory: the finished autoencoder is kept, the diffusion stage continues."""
     latent = [

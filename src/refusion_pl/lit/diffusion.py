@@ -21,6 +21,8 @@ from refusion_pl.sde import IRSDE, LOSSES
 
 # SDE settings fixed by training; a checkpoint is never sampled with different ones.
 TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
+# The last `sde.echo` loads in diffusion space, saved with the training state.
+ECHO_KEY = "refusion_pl_echo"
 # Checkpoints written before `sde.prediction` existed predicted noise.
 TRAINED_SDE_DEFAULTS = {"prediction": "noise"}
 # Network variants each model can hold (the method page, sections 2 and 8).
@@ -97,7 +99,7 @@ class DiffusionModule(RestorationModule):
             raise ValueError(
                 "sde.echo > 1 cannot be combined with sde.image_loss (echoed latents carry no hidden maps)"
             )
-        # the last `echo` loaded batches in diffusion space (not state: a resumed run refills it in `echo` steps)
+        # the last `echo` loaded batches in diffusion space (saved in checkpoints: ECHO_KEY)
         self._echoed: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = deque(maxlen=self.echo)
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"sde.prediction={self.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -135,9 +137,17 @@ class DiffusionModule(RestorationModule):
         net = self.__dict__.get("_compiled_net", self.net) if self._validating_compiled else self.net
         return noise_model(net, self.sde, self.prediction)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also the echoed loads (``sde.echo``), so that a resumed run trains on the batches it would have."""
+        super().on_save_checkpoint(checkpoint)
+        if self._echoed:
+            checkpoint[ECHO_KEY] = [tuple(load) for load in self._echoed]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume training with SDE settings that differ from the ones the weights learned."""
         super().on_load_checkpoint(checkpoint)  # task/model/network check, random states
+        self._echoed.clear()
+        self._echoed.extend(tuple(load) for load in checkpoint.get(ECHO_KEY, [])[-self.echo :])
         stored = checkpoint.get("hyper_parameters", {}).get("sde") or {}
         differences = trained_sde_differences(stored, dict(self.hparams.sde or {}))
         if differences:
