@@ -58,8 +58,26 @@ def test_fused_defaults():
     assert build_optimizer(_params(), {**adamw, "fused": False}).defaults["fused"] is False
     assert build_optimizer(_params(), {**adamw, "fused": True}, grad_scaling=True).defaults["fused"] is True
     lion = {"name": "lion", "lr": 1e-4, "betas": [0.9, 0.99]}
-    assert type(build_optimizer(_params(), lion)) is MultiTensorLion
+    assert isinstance(build_optimizer(_params(), lion), MultiTensorLion)
     assert type(build_optimizer(_params(), {**lion, "fused": False})) is Lion
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", ["adamw", "adam", "lion"])
+def test_a_step_without_gradients_changes_nothing(name, fused):
+    """A skipped step (the non-finite guard drops every gradient) must not fail nor move the weights, in either
+    implementation; lion-pytorch's multi-tensor step alone would fail on the empty tensor list."""
+    cfg = {"name": name, "lr": 1e-2, "betas": [0.9, 0.99], "weight_decay": 0.01, "fused": fused}
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
+    optimizer = build_optimizer(params, cfg)
+    params[0].grad = torch.ones(3)
+    optimizer.step()  # one real step first, so state exists
+    after_one = [p.detach().clone() for p in params]
+    optimizer.zero_grad(set_to_none=True)
+    assert optimizer.step(lambda: torch.tensor(1.0)) == 1.0
+    for p, before in zip(params, after_one, strict=True):
+        assert torch.equal(p.detach(), before)
+    assert not torch.equal(after_one[0], torch.ones(3))  # the real step did move the weights
 
 
 def test_optimizer_state_resumes_across_fused_settings():
