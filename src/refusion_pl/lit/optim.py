@@ -60,9 +60,9 @@ def _multi_tensor_lion() -> type[torch.optim.Optimizer]:
     Upstream fails on an empty tensor list, which is exactly what a skipped step leaves (the non-finite guard
     drops every gradient); the per-parameter Lion and torch's optimisers simply skip such parameters.
     """
-    from lion_pytorch.foreach import Lion
+    from lion_pytorch import foreach
 
-    class MultiTensorLion(Lion):
+    class Lion(foreach.Lion):  # keeps the name logs and summaries show
         @torch.no_grad()
         def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
             loss = None
@@ -78,7 +78,7 @@ def _multi_tensor_lion() -> type[torch.optim.Optimizer]:
                 self.param_groups = groups
             return loss
 
-    return MultiTensorLion
+    return Lion
 
 
 def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
