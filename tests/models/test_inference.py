@@ -157,6 +157,24 @@ def test_compiled_net_runs_and_equals_eager() -> None:
     assert list(compiled.state_dict()) == list(plain.state_dict())
 
 
+@pytest.mark.slow
+def test_frozen_compiled_net_follows_weights_loaded_after_compiling() -> None:
+    """On CPUs compiling freezes the weights into the graph (`compile_options`): loading other weights into the
+    prepared module afterwards must still change its outputs exactly as in eager mode."""
+    data = fixture("cnafnet_latent_w8")
+    plain = original_net("latent")
+    compiled = prepare_for_inference(copy.deepcopy(plain), "cpu", compile=True)
+    with torch.no_grad():
+        before = compiled(data["x"], data["cond"], data["t"])
+        for p in plain.parameters():
+            p.mul_(0.9).add_(0.01)
+        compiled.load_state_dict(plain.state_dict())
+        out = compiled(data["x"], data["cond"], data["t"])
+        expected = plain(data["x"], data["cond"], data["t"])
+    assert rel_err(out, expected) < 1e-4
+    assert rel_err(before, expected) > 1e-3  # the new weights do change the output
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [({"compile": "yes"}, r"inference\.compile='yes'"), ({"fast": True}, r"inference\.fast")],
