@@ -125,16 +125,28 @@ def step_flops(net: nn.Module, x: Tensor, t: Tensor) -> int:
     return counter.get_total_flops()
 
 
+def fresh_compile(enabled: bool) -> None:
+    """Forget earlier compiled graphs: every row compiles its own net for its own size, as a user restoring
+    one size does (after a second size of the same forward, dynamo compiles a slower dynamic-shape graph)."""
+    if enabled:
+        torch._dynamo.reset()
+
+
 def bench_sampling(args: argparse.Namespace, device: torch.device, gemm: float) -> list[dict[str, Any]]:
     settings = net_settings(args.net)["nafnet"]
     rows = []
     for variant in ("pixel", "latent"):
         ours, original = noise_nets(settings, variant, device)
-        prepared = prepare_for_inference(
-            copy.deepcopy(ours), device, compile=args.compile, channels_last=not args.no_channels_last
-        )
-        nets = {"original": original, "eager": ours, "prepared": prepared}  # eager: no prepare_for_inference
         for size in args.sizes:
+            fresh_compile(args.compile)
+            prepared = prepare_for_inference(
+                copy.deepcopy(ours), device, compile=args.compile, channels_last=not args.no_channels_last
+            )
+            nets = {
+                "original": original,
+                "eager": ours,
+                "prepared": prepared,
+            }  # eager: no prepare_for_inference
             rows.append(time_sampling(args, device, gemm, variant, size, nets))
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -398,6 +410,7 @@ def training_row(
 
 def bench_autoencoder(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     ae = autoencoder(net_settings(args.net)["autoencoder"], device)
+    fresh_compile(args.compile)
     prepared = prepare_for_inference(copy.deepcopy(ae), device, compile=args.compile)
     x = torch.rand(1, 3, args.ae_size, args.ae_size, generator=torch.Generator().manual_seed(4)).to(device)
     outs: dict[str, Tensor] = {}
@@ -430,6 +443,7 @@ def bench_latent_vs_pixel(args: argparse.Namespace, device: torch.device) -> dic
     t = torch.full((1,), 10, device=device)
     fns = {}
     for variant in ("pixel", "latent"):
+        fresh_compile(args.compile)
         net = prepare_for_inference(noise_nets(settings, variant, device)[0], device, compile=args.compile)
         side, channels = (size, 3) if variant == "pixel" else (size // LATENT_FACTOR, LATENT_CHANNELS)
         x = torch.rand(1, channels, side, side, device=device)

@@ -5,8 +5,8 @@ Levers, each measured in `benchmarks/bench.py` against the plain eager NCHW netw
 - channels-last (NHWC) weights: convolutions then produce NHWC maps, on which the channel LayerNorm is one fused
   `layer_norm` kernel and the 1x1 convolutions are single matrix multiplies (`layers.pointwise`);
 - `torch.compile` (in place, so checkpoint keys keep their names): it fuses the element-wise work between the
-  convolutions, but costs about a minute of compiling per network and input size on a small CPU, so by default it
-  is used on GPUs only.
+  convolutions and, on CPUs, freezes the weights into the graph (`compile_options`); it costs 20-60 s of
+  compiling per network and input size on a small CPU, so by default it is used on GPUs only.
 
 Mixed precision (bf16/fp16) changes the outputs, so it stays a separate choice (`precision=` of restore/evaluate).
 """
