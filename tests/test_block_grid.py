@@ -1,0 +1,29 @@
+"""The block-grid score of benchmarks/block_grid.py separates a blocky image from a smooth one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def block_grid():
+    spec = importlib.util.spec_from_file_location("block_grid", ROOT / "benchmarks" / "block_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grid_score_rises_with_blocks_at_the_period_only() -> None:
+    score = block_grid().grid_score
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.rand(1, 3, 13, 17, generator=g), size=(192, 256), mode="bicubic")
+    coarse = torch.rand(1, 3, 3, 4, generator=g)
+    blocky = smooth + 0.2 * F.interpolate(coarse, size=(192, 256), mode="nearest")  # steps every 64 px
+    assert score(smooth, 64) < 1.3
+    assert score(blocky, 64) > 2 * score(smooth, 64)
+    assert score(blocky, 64) > score(blocky, 48)  # the steps sit on the 64-px grid, not on another period
