@@ -142,11 +142,8 @@ def bench_sampling(args: argparse.Namespace, device: torch.device, gemm: float) 
             prepared = prepare_for_inference(
                 copy.deepcopy(ours), device, compile=args.compile, channels_last=not args.no_channels_last
             )
-            nets = {
-                "original": original,
-                "eager": ours,
-                "prepared": prepared,
-            }  # eager: no prepare_for_inference
+            # eager: our network without prepare_for_inference
+            nets = {"original": original, "eager": ours, "prepared": prepared}
             rows.append(time_sampling(args, device, gemm, variant, size, nets))
             print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from lion_pytorch import Lion as LoopLion
+from lion_pytorch.foreach import Lion as ForeachLion
 from torch.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
@@ -46,39 +48,31 @@ def build_optimizer(
         optimizer = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
         return optimizer(params, fused=bool(fused), **kwargs)
     if name == "lion":
-        if fused is None or fused:
-            return _multi_tensor_lion()(params, **kwargs)
-        from lion_pytorch import Lion
-
-        return Lion(params, **kwargs)
+        return (Lion if fused is None or fused else LoopLion)(params, **kwargs)
     raise ValueError(f"optim.name={name!r} is not supported; choose one of: adamw, adam, lion")
 
 
-def _multi_tensor_lion() -> type[torch.optim.Optimizer]:
-    """lion-pytorch's multi-tensor Lion, made to skip parameter groups that have no gradients.
+class Lion(ForeachLion):
+    """lion-pytorch's multi-tensor Lion, stepping only the parameter groups that have gradients.
 
     Upstream fails on an empty tensor list, which is exactly what a skipped step leaves (the non-finite guard
     drops every gradient); the per-parameter Lion and torch's optimisers simply skip such parameters.
     """
-    from lion_pytorch import foreach
 
-    class Lion(foreach.Lion):  # keeps the name logs and summaries show
-        @torch.no_grad()
-        def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            groups = self.param_groups
-            self.param_groups = [g for g in groups if any(p.grad is not None for p in g["params"])]
-            try:
-                if self.param_groups:
-                    super().step()
-            finally:
-                self.param_groups = groups
-            return loss
-
-    return Lion
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = self.param_groups
+        self.param_groups = [g for g in groups if any(p.grad is not None for p in g["params"])]
+        try:
+            if self.param_groups:
+                super().step()
+        finally:
+            self.param_groups = groups
+        return loss
 
 
 def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
