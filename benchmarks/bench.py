@@ -102,9 +102,18 @@ def noise_nets(settings: dict[str, Any], variant: str, device: torch.device) -> 
     return ours.to(device).eval(), original.to(device).eval()
 
 
-def autoencoder(settings: dict[str, Any], device: torch.device) -> UNetAutoencoder:
+def autoencoder(settings: dict[str, Any], device: torch.device, subpixel: bool = True) -> UNetAutoencoder:
+    """The autoencoder with random weights; `subpixel=False` runs its upsampling convs as the original does."""
     torch.manual_seed(0)
-    return UNetAutoencoder(**settings).init_signal_preserving().to(device).eval()
+    ae = UNetAutoencoder(**settings).init_signal_preserving().use_subpixel_upsampling(subpixel)
+    return ae.to(device).eval()
+
+
+def fn_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of `fn` (forward and, if it runs one, backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def parameters(net: nn.Module) -> int:
@@ -317,8 +326,8 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> list[dict[
             rows.append(
                 training_row(f"diffusion ({variant})", optim_name, side, args, fns, device, "original")
             )
-        ae = autoencoder(settings["autoencoder"], device).train()
-        fast_ae = copy.deepcopy(ae).to(memory_format=torch.channels_last)
+        ae = autoencoder(settings["autoencoder"], device, subpixel=False).train()
+        fast_ae = copy.deepcopy(ae).use_subpixel_upsampling().to(memory_format=torch.channels_last)
         side = args.train_crop
         fns = {
             "eager": ae_step_fn(
@@ -346,7 +355,15 @@ def bench_echo(args: argparse.Namespace, device: torch.device, settings: dict[st
         optimizer = (reference_optimizer if echo == 1 else project_optimizer)("adamw", net.parameters())
         fns[name] = echoed_step_fn(ae, net, optimizer, batch, side, echo, device)
     row = training_row(
-        f"latent stage 2 with encoding, echo {args.echo}", "adamw", side, args, fns, device, "original", batch
+        f"latent stage 2 with encoding, echo {args.echo}",
+        "adamw",
+        side,
+        args,
+        fns,
+        device,
+        "original",
+        batch,
+        False,
     )
     row["echo"] = args.echo
     return row
@@ -390,6 +407,7 @@ def training_row(
     device: torch.device,
     baseline: str,
     batch: int | None = None,
+    same_maths: bool = True,
 ) -> dict[str, Any]:
     seconds = side_by_side(fns, device, args.repeats)
     batch = batch or args.train_batch
@@ -401,14 +419,20 @@ def training_row(
         "images_per_s": {k: batch / v for k, v in seconds.items()},
         "speedup_vs_original": seconds[baseline] / seconds["optimised"],
     }
+    if same_maths:  # for the GEMM-rate ceiling (`main`)
+        row |= {"baseline_s": seconds[baseline], "gflop_per_step": fn_flops(fns["optimised"]) / 1e9}
     print(json.dumps(row), flush=True)
     return row
 
 
-def bench_autoencoder(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    ae = autoencoder(net_settings(args.net)["autoencoder"], device)
+def bench_autoencoder(args: argparse.Namespace, device: torch.device, gemm: float) -> dict[str, Any]:
+    """Encode + decode at full resolution: the original form, eager NCHW, against `prepare_for_inference` (with
+    sub-pixel upsampling convs). `gemm_bound`: the speedup if the prepared FLOPs all ran at the GEMM rate."""
+    ae = autoencoder(net_settings(args.net)["autoencoder"], device, subpixel=False)
     fresh_compile(args.compile)
-    prepared = prepare_for_inference(copy.deepcopy(ae), device, compile=args.compile)
+    prepared = prepare_for_inference(
+        copy.deepcopy(ae).use_subpixel_upsampling(), device, compile=args.compile
+    )
     x = torch.rand(1, 3, args.ae_size, args.ae_size, generator=torch.Generator().manual_seed(4)).to(device)
     outs: dict[str, Tensor] = {}
 
@@ -422,10 +446,13 @@ def bench_autoencoder(args: argparse.Namespace, device: torch.device) -> dict[st
     seconds = side_by_side(
         {"eager": round_trip("eager", ae), "prepared": round_trip("prepared", prepared)}, device, args.repeats
     )
+    flops = {name: fn_flops(round_trip(name, net)) for name, net in (("eager", ae), ("prepared", prepared))}
     row = {
         "image": args.ae_size,
         "s": seconds,
         "speedup": seconds["eager"] / seconds["prepared"],
+        "gflop": {name: f / 1e9 for name, f in flops.items()},
+        "gemm_bound": seconds["eager"] / (flops["prepared"] / gemm),
         "rel_err": rel_err(outs["prepared"], outs["eager"]),
         "params": parameters(ae),
     }
@@ -570,17 +597,24 @@ def other_lines(report: dict[str, Any]) -> list[str]:
             "## Training steps, images/s; ratio of the project's optimised step (channels-last, fused optimiser)"
             " against the original (AE: plain eager)",
             "",
-            "| stage | optimiser | batch x crop | original | project eager | optimised | speedup |",
-            "|---|---|---|---|---|---|---|",
+            "| stage | optimiser | batch x crop | original | project eager | optimised | speedup | GFLOP/step "
+            "| GEMM-rate ceiling |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["training"]:
             ips = {k: f"{v:.2f}" for k, v in r["images_per_s"].items()}
+            flop = f"{r['gflop_per_step']:.1f} | {r['gemm_bound']:.2f}x" if "gemm_bound" in r else "- | -"
             lines.append(
                 f"| {r['stage']} | {r.get('optimizer', 'adamw')} | {r['batch']} x {r['crop']} | "
                 f"{ips.get('original', '-')} | {ips.get('eager', '-')} | {ips['optimised']} | "
-                f"**{r['speedup_vs_original']:.2f}x** |"
+                f"**{r['speedup_vs_original']:.2f}x** | {flop} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "GEMM-rate ceiling: the speedup if every FLOP of the optimised step (forward and backward, counted by "
+            "`FlopCounterMode`) ran at the machine's fp32 GEMM rate; no same-FLOP optimisation gets past it.",
+            "",
+        ]
     if report.get("autoencoder"):
         a = report["autoencoder"]
         lines += [
@@ -590,6 +624,13 @@ def other_lines(report: dict[str, Any]) -> list[str]:
             f"**{a['speedup']:.2f}x** (rel. error {a['rel_err']:.1e}, {a['params'] / 1e6:.2f} M parameters).",
             "",
         ]
+        if "gflop" in a:
+            lines += [
+                f"FLOPs: {a['gflop']['eager']:.1f} G eager (upsample, then convolve), {a['gflop']['prepared']:.1f} G "
+                f"prepared (sub-pixel upsampling convs). Running every prepared FLOP at the GEMM rate would be "
+                f"{a['gemm_bound']:.2f}x the eager time: the ceiling for any same-FLOP speed-up on this machine.",
+                "",
+            ]
     if report.get("latent_vs_pixel"):
         c = report["latent_vs_pixel"]
         lines += [
@@ -682,7 +723,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["training"] = bench_training(args, device)
         save(report, args.output)
     if "autoencoder" not in args.skip:
-        report["autoencoder"] = bench_autoencoder(args, device)
+        report["autoencoder"] = bench_autoencoder(args, device, report["gemm_gflops"] * 1e9)
         save(report, args.output)
     if "compare" not in args.skip:
         report["latent_vs_pixel"] = bench_latent_vs_pixel(args, device)
@@ -694,6 +735,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["gemm_gflops"] = gemm = max(
         report["gemm_gflops"], report["gemm_gflops_end"]
     )  # the less loaded one
+    for row in report.get("training", []):
+        if "gflop_per_step" in row:  # the speedup if the optimised step's FLOPs all ran at the GEMM rate
+            row["gemm_bound"] = row["baseline_s"] / (row["gflop_per_step"] / gemm)
+    if report.get("autoencoder"):
+        ae_row = report["autoencoder"]
+        ae_row["gemm_bound"] = ae_row["s"]["eager"] / (ae_row["gflop"]["prepared"] / gemm)
     for row in report.get("sampling", []):
         flop = row["gflop_per_step"]
         row["fraction_of_gemm"] = flop / row["s_per_step"]["prepared"] / gemm

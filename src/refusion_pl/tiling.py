@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from refusion_pl.models.layers import pad_to_multiple
+from refusion_pl.models.layers import pad_to_multiple, pointwise
 from refusion_pl.models.unet_ae import ResidualLinearAttention, UNetAutoencoder
 from refusion_pl.pipeline import restore as restore_untiled
 from refusion_pl.pipeline import with_scalars
@@ -139,7 +139,7 @@ def encode_deep(ae: UNetAutoencoder, x: Tensor, rows: int | None = None) -> tupl
     level = ae.encoder[-1]
     first = strips(level.res1, [x], RESBLOCK_HALO, rows)
     second = attention(level.attn, strips(level.res2, [first], RESBLOCK_HALO, rows), rows)
-    latent = strips(lambda h: ae.latent_conv(level.down(h)), [second], 1, rows)
+    latent = strips(lambda h: pointwise(ae.latent_conv, level.down(h)), [second], 1, rows)
     return latent, [first, second]
 
 
@@ -150,7 +150,7 @@ def decode_deep(
     level = ae.decoder[0]
 
     def first(z: Tensor, skip: Tensor) -> Tensor:
-        return level.res1(torch.cat([ae.post_latent_conv(z), skip], dim=1))
+        return level.res1(torch.cat([pointwise(ae.post_latent_conv, z), skip], dim=1))
 
     def second(h: Tensor, skip: Tensor) -> Tensor:
         return level.res2(torch.cat([h, skip], dim=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from refusion_pl.checkpoints import load_original_state_dict
 from refusion_pl.models import AEHidden, UNetAutoencoder
+from refusion_pl.models.unet_ae import UpConv, upsample_conv
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "original" / "unet_ae_ch8.pt"
 
@@ -202,3 +204,38 @@ def test_residual_decoding_returns_the_input_where_the_latent_is_unchanged():
         assert torch.equal(ae.decode_restored(moved, hidden), ae.decode(moved, hidden))
     with pytest.raises(ValueError, match=r"decode_mode='sum'"):
         UNetAutoencoder(ch=4, ch_mult=(1, 2), embed_dim=4, decode_mode="sum")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("size", "bias"), [((5, 7), True), ((1, 3), False), ((12, 8), True)])
+def test_subpixel_upsampling_conv_equals_upsample_then_conv(
+    size: tuple[int, int], bias: bool, channels_last: bool
+) -> None:
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1, bias=bias)
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    reference = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    conv_fast = copy.deepcopy(conv).to(memory_format=memory_format)
+    x_fast = x.detach().to(memory_format=memory_format).requires_grad_()
+    out = upsample_conv(conv_fast, x_fast)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=memory_format)
+    # the same gradients: training may run it too
+    grads = torch.autograd.grad(out.square().sum(), [x_fast, *conv_fast.parameters()])
+    reference_grads = torch.autograd.grad(reference.square().sum(), [x, *conv.parameters()])
+    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_subpixel_switch_keeps_the_decoder_output() -> None:
+    ae, data = loaded_ae(), fixture()
+    upconvs = [m for m in ae.modules() if isinstance(m, UpConv) and isinstance(m.upsample, torch.nn.Upsample)]
+    assert len(upconvs) == len(ae.decoder) - 1 and all(m.subpixel for m in upconvs)
+    with torch.no_grad():
+        latent, hidden = ae.encode(data["x"])
+        fast = ae.decode(latent, hidden)
+        for module in upconvs:
+            module.subpixel = False
+        plain = ae.decode(latent, hidden)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from refusion_pl.models.layers import LayerNorm2d, pad_to_multiple
+from refusion_pl.models.layers import LayerNorm2d, is_channels_last, pad_to_multiple, pointwise
 
 #: How `UNetAutoencoder.decode_restored` turns a restored latent into an image.
 DECODE_MODES = ("direct", "residual")
@@ -60,7 +61,8 @@ class ResBlock(nn.Module):
         self.res_conv = nn.Conv2d(dim_in, dim_out, 1, bias=False) if dim_in != dim_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block2(self.block1(x)) + self.res_conv(x)
+        identity = x if isinstance(self.res_conv, nn.Identity) else pointwise(self.res_conv, x)
+        return self.block2(self.block1(x)) + identity
 
 
 class LinearAttention(nn.Module):
@@ -78,7 +80,8 @@ class LinearAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         q, k, v = (
-            rearrange(p, "b (h c) x y -> b h c (x y)", h=self.heads) for p in self.to_qkv(x).chunk(3, dim=1)
+            rearrange(p, "b (h c) x y -> b h c (x y)", h=self.heads)
+            for p in pointwise(self.to_qkv, x).chunk(3, dim=1)
         )
         q = q.softmax(dim=-2) * self.scale
         k = k.softmax(dim=-1)
@@ -101,15 +104,54 @@ class ResidualLinearAttention(nn.Module):
 
 
 class UpConv(nn.Module):
-    """Optional nearest 2x upsampling, then a 3x3 conv."""
+    """Optional nearest 2x upsampling, then a 3x3 conv.
+
+    `subpixel` (default on) computes the upsampling conv at the input's resolution (`upsample_conv`): the same
+    function with 2.25x fewer multiply-adds. Off, it runs as the original does (the benchmarks' baseline).
+    """
 
     def __init__(self, dim_in: int, dim_out: int, upsample: bool) -> None:
         super().__init__()
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest") if upsample else nn.Identity()
         self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1, bias=upsample)
+        self.subpixel = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.subpixel and isinstance(self.upsample, nn.Upsample):
+            return upsample_conv(self.conv, x)
         return self.conv(self.upsample(x))
+
+
+def upsample_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """`conv(nearest_upsample_2x(x))` for a 3x3, padding-1 `conv`, without building the upsampled map.
+
+    Output pixel `(2i + a, 2j + b)` sees input rows `i - 1 + a .. i + a` and columns `j - 1 + b .. j + b`
+    only, with the 3x3 taps that fall on the same input pixel summed: per phase `(a, b)` a 2x2 conv, 4 instead
+    of 9 multiply-adds per output and input channel. The four phases are one conv with 4x the output channels,
+    interleaved afterwards. Zero padding matches too: the upsampled map's zero border is the input's.
+    """
+    c_out, h, w = conv.out_channels, x.shape[-2], x.shape[-1]
+    weight = _phase_taps(_phase_taps(conv.weight, dim=2), dim=4)  # (out, in, a, 2, b, 2)
+    weight = weight.permute(0, 2, 4, 1, 3, 5).reshape(4 * c_out, conv.in_channels, 2, 2)
+    bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias).unflatten(1, (c_out, 2, 2))
+    memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    out = torch.empty(
+        x.shape[0], c_out, 2 * h, 2 * w, dtype=phases.dtype, device=x.device, memory_format=memory_format
+    )
+    for a in (0, 1):
+        for b in (0, 1):
+            out[:, :, a::2, b::2] = phases[:, :, a, b, a : a + h, b : b + w]
+    return out
+
+
+def _phase_taps(weight: Tensor, dim: int) -> Tensor:
+    """Fold the 3 taps along `dim` into 2 per upsampling phase: phase 0 `(w0, w1 + w2)`, phase 1
+    `(w0 + w1, w2)`; the new phase axis goes at `dim`, the 2 taps just after it."""
+    w0, w1, w2 = weight.unbind(dim)
+    phase0 = torch.stack([w0, w1 + w2], dim=dim)
+    phase1 = torch.stack([w0 + w1, w2], dim=dim)
+    return torch.stack([phase0, phase1], dim=dim)
 
 
 class EncoderLevel(nn.Module):
@@ -185,13 +227,13 @@ class UNetAutoencoder(nn.Module):
             x = level.attn(level.res2(x))
             hidden.append(x)
             x = level.down(x)
-        hidden.latent = self.latent_conv(x)
+        hidden.latent = pointwise(self.latent_conv, x)
         return hidden.latent, hidden
 
     def decode(self, latent: Tensor, hidden: Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
         """Decode `latent` through `hidden`; crop to `size` (default: the size recorded by `encode`)."""
         skips = list(hidden)
-        x = self.post_latent_conv(latent)
+        x = pointwise(self.post_latent_conv, latent)
         for level in self.decoder:
             x = level.res1(_cat(x, skips.pop()))
             x = level.attn(level.res2(_cat(x, skips.pop())))
@@ -218,6 +260,14 @@ class UNetAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct `x` (encode then decode)."""
         return self.decode(*self.encode(x))
+
+    def use_subpixel_upsampling(self, enabled: bool = True) -> UNetAutoencoder:
+        """Compute the decoder's upsampling convs at low resolution (`upsample_conv`, the default) or as the
+        original does (upsample, then convolve). Same function, same weights; only the speed differs."""
+        for module in self.modules():
+            if isinstance(module, UpConv):
+                module.subpixel = enabled
+        return self
 
     @torch.no_grad()
     def init_signal_preserving(self) -> UNetAutoencoder:
