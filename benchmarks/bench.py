@@ -10,8 +10,8 @@ Sections (random weights: speed does not depend on training):
   against channels-last, and the autoencoder stage likewise;
 - autoencoder: encode + decode at full resolution, plain eager against prepared;
 - latent_vs_pixel: one sampling step at 1024x1024 in pixel space and in the latent space, same net width;
-- large_image: the 6000x4000 restoration (paper autoencoder + paper noise net, 20 steps) extrapolated per pixel
-  from measured rates (tiling runs the same layers tile by tile; it adds halo work, not less).
+- large: 3000x2000 and 6000x4000 photos restored through the real command (`large_image.py`: paper autoencoder
+  + paper noise net, 20 steps, `tile=auto`, 4 GB on CPUs), peak resident memory and wall time.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench.py --quick      # a few minutes
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench.py              # the recorded run (idle machine)
@@ -27,6 +27,7 @@ import copy
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections import deque
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -109,9 +110,32 @@ def autoencoder(settings: dict[str, Any], device: torch.device, subpixel: bool =
     return ae.to(device).eval()
 
 
+def conv_backward_flops(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: int,
+    output_mask: list[bool],
+    out_shape: Any = None,
+) -> int:
+    """A convolution's backward: the forward's FLOPs for the input gradient and again for the weight gradient.
+
+    torch's own formula ignores groups for the weight gradient, so it counts a depthwise conv's C times over
+    (NAFNet's step came out at 6.6x its forward instead of ~2x)."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def fn_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of one call of `fn` (forward and, if it runs one, backward)."""
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -487,36 +511,24 @@ def bench_latent_vs_pixel(args: argparse.Namespace, device: torch.device) -> dic
     return row
 
 
-def extrapolate_large_image(
-    args: argparse.Namespace, device: torch.device, ae_row: dict[str, Any], steps: int = 20
-) -> dict[str, Any]:
-    """6000x4000, paper autoencoder + paper noise net, `steps` steps: per-pixel rates measured at a smaller size."""
-    paper = net_settings("paper")
-    net = prepare_for_inference(
-        noise_nets(paper["nafnet"], "latent", device)[0], device, compile=args.compile
-    )
-    side = args.ae_size // LATENT_FACTOR
-    x = torch.rand(1, LATENT_CHANNELS, side, side, device=device)
-    t = torch.full((1,), 10, device=device)
-    with torch.no_grad(), autocast(device, args.precision):
-        step_s = side_by_side({"step": lambda: net(x, x, t)}, device, 1)["step"]
-    scale = 6000 * 4000 / args.ae_size**2
-    ae_s = ae_row["s"]["prepared"] * scale if args.net == "paper" else None
-    if ae_s is None:
-        ae = prepare_for_inference(autoencoder(paper["autoencoder"], device), device, compile=args.compile)
-        img = torch.rand(1, 3, args.ae_size, args.ae_size, device=device)
-        with torch.no_grad(), autocast(device, args.precision):
-            ae_s = side_by_side({"ae": lambda: ae.decode(*ae.encode(img))}, device, 1)["ae"] * scale
-    row = {
-        "measured_at": args.ae_size,
-        "paper_net_step_s_at_measured": step_s,
-        "estimated_sampling_s": step_s * scale * steps,
-        "estimated_autoencoder_s": ae_s,
-        "estimated_total_s": step_s * scale * steps + ae_s,
-        "steps": steps,
-    }
-    print(json.dumps(row), flush=True)
-    return row
+def measure_large_images(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Restore photos of each `--large` size through the real command (`large_image.py`: paper autoencoder and
+    noise net, random weights, `tile=auto`, 4 GB on CPUs): peak resident memory and wall time, measured."""
+    rows = []
+    for size in args.large:
+        width, height = (int(v) for v in size.split("x"))
+        out = args.output.with_name(f"{args.output.name}_large_{size}.json")
+        command = [
+            sys.executable, str(ROOT / "benchmarks" / "large_image.py"), "--width", str(width),
+            "--height", str(height), "--steps", str(args.large_steps), "--device", str(device),
+            "--max-memory", "4GB" if device.type == "cpu" else "null", "--out", str(out),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"large_image.py {size} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+        rows.append(json.loads(out.read_text()))
+        print(json.dumps({k: rows[-1][k] for k in ("image", "wall_seconds", "peak_rss_gib")}), flush=True)
+    return rows
 
 
 # ---- main -------------------------------------------------------------------------------------------------------
@@ -640,16 +652,20 @@ def other_lines(report: dict[str, Any]) -> list[str]:
             f"**{c['latent_speedup_per_step']:.1f}x** (the latent run also encodes and decodes once).",
             "",
         ]
-    if report.get("large_image"):
-        g = report["large_image"]
+    if report.get("large_images"):
         lines += [
-            "## 6000x4000, paper autoencoder + paper noise net (extrapolated, not run)",
+            "## Large photos through `python -m refusion_pl.restore` (paper autoencoder + paper noise net)",
             "",
-            f"From rates at {g['measured_at']}x{g['measured_at']}: sampling {g['estimated_sampling_s']:.0f} s "
-            f"({g['steps']} steps), autoencoder {g['estimated_autoencoder_s']:.0f} s, total "
-            f"**{g['estimated_total_s'] / 60:.1f} min** on this machine.",
-            "",
+            "| image | steps | tile | peak resident memory | wall time |",
+            "|---|---|---|---|---|",
         ]
+        for g in report["large_images"]:
+            tile = g["restore_output"][0].rsplit("tile=", 1)[-1].rstrip(")") if g["restore_output"] else "?"
+            lines.append(
+                f"| {g['image']} | {g['sample_steps']} | {g['tile']} = {tile} | {g['peak_rss_gib']:.2f} GiB | "
+                f"**{g['wall_seconds']:.0f} s** |"
+            )
+        lines.append("")
     return lines
 
 
@@ -689,6 +705,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="training section",
     )
     parser.add_argument("--echo", type=int, default=4, help="sde.echo of the stage-2-with-encoding row")
+    parser.add_argument(
+        "--large", nargs="+", default=None, help="WIDTHxHEIGHT photos restored for real (large section)"
+    )
+    parser.add_argument("--large-steps", type=int, default=20, help="sampling steps of the large photos")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
@@ -700,6 +720,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.train_batch = 2 if args.quick else 4
     args.ae_size = 128 if args.quick else 512
     args.compare_size = 256 if args.quick else 1024
+    args.large = args.large or (["600x400"] if args.quick else ["3000x2000", "6000x4000"])
     suffix = "_quick" if args.quick else ""
     suffix += "" if args.device == "cpu" else f"_{args.device.replace(':', '')}"
     args.output = args.output or RESULTS / f"bench{suffix}"
@@ -728,8 +749,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "compare" not in args.skip:
         report["latent_vs_pixel"] = bench_latent_vs_pixel(args, device)
         save(report, args.output)
-    if "large" not in args.skip and "autoencoder" not in args.skip:
-        report["large_image"] = extrapolate_large_image(args, device, report["autoencoder"])
+    if "large" not in args.skip:
+        report["large_images"] = measure_large_images(args, device)
         save(report, args.output)
     report["gemm_gflops_end"] = gemm_rate(device, 1024 if args.quick else 2048) / 1e9
     report["gemm_gflops"] = gemm = max(
