@@ -32,7 +32,7 @@ from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
 from refusion_pl.files import OutputError
 from refusion_pl.sampling import SAMPLERS, SPACINGS
-from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled, return_freed_memory_to_os
+from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
 log = logging.getLogger("refusion_pl.restore")
 
@@ -138,7 +138,6 @@ def load_model(
             f"sample_steps={sample_steps} is out of range: this checkpoint was trained with "
             f"T={module.sde.T} steps, so use 1..{module.sde.T}"
         )
-    return_freed_memory_to_os()  # large photos: a resident peak near what is live, not what was ever freed
     return module.to(device).eval()
 
 

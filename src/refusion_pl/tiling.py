@@ -35,10 +35,6 @@ GiB = 1024**3
 #: Resident memory of the Python process with torch and the project imported (measured, rounded up).
 BASE_BYTES = 600 * 1024**2
 MIN_TILE = 64
-#: glibc's `mallopt` parameter and the size from which allocations are mapped on their own (and unmapped when
-#: freed): see `return_freed_memory_to_os`.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
 #: Resident bytes per byte of loaded weights (measured: 0.46 GiB of RSS for the paper nets' 0.29 GiB).
 WEIGHT_RESIDENCY = 1.6
 #: Latent rows per strip of the deepest level in tiled runs (its working memory stays a few MB).
@@ -285,6 +281,8 @@ def tiled_encode(
                 ]
             for store, h, s in zip(skips, hidden, scales):
                 _crop(store, ys, xs, s).copy_(_crop(h, in_ys, in_xs, s))
+        del out, hidden
+        release_free_memory()
     assert deep_in is not None
     latent, deep_hidden = encode_deep(ae, deep_in, DEEP_ROWS)
     return TiledEncoding(latent, deep_hidden, padded, (x.shape[-2], x.shape[-1]), skips)
@@ -311,6 +309,7 @@ def tiled_decode(
         in_ys, in_xs = _inner(ys, xs, dec_ys, dec_xs)
         _crop(out, ys, xs).copy_(_crop(y, in_ys, in_xs))
         del hidden, y
+        release_free_memory()
     assert out is not None
     return out[..., : enc.size[0], : enc.size[1]]
 
@@ -509,19 +508,31 @@ def plan_skips(
     return estimate_bytes(ae, net, height, width, tile, channels) + skips <= budget * PLAN_FRACTION
 
 
-def return_freed_memory_to_os() -> bool:
-    """Fix glibc's mmap threshold, so that tensors of 1 MiB or more go back to the system when freed.
+def release_free_memory() -> bool:
+    """Hand the free pages of glibc's heap back to the system (`malloc_trim`); called between tiles and phases.
 
-    By default glibc raises the threshold to the size of each large block freed; later tensors of that size then
-    come from the heap and stay resident after use. Restoring a 6000x4000 photo on 2 CPU cores (paper nets, one
-    step, `benchmarks/large_image.py`) peaked at 4.42 GiB resident that way and at 2.88 GiB with the threshold
-    fixed, 8% faster. Process-wide; returns whether it took effect (False off glibc).
+    Freed tensors of up to 32 MiB stay in the heap (glibc raises its mmap threshold to each large block freed),
+    so without it the resident peak of a tiled run holds the garbage of earlier tiles and phases besides the
+    live tensors. Trimming between tiles leaves the allocation policy alone: fixing the threshold instead
+    (`mallopt`) kept a 6000x4000 restore at 2.88 GiB rather than 4.42, but made every training step ~2x slower
+    (each large tensor freshly mapped). Returns whether it ran (False off glibc).
     """
+    if _LIBC is None:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+def _load_libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        libc.malloc_trim  # noqa: B018 (glibc only)
     except (OSError, AttributeError):
-        return False
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
 
 
 def default_budget(device: torch.device) -> int:
@@ -582,6 +593,7 @@ def restore_tiled(
         return autoencoder.decode_restored(sampled, hidden).clamp_(0, 1)
     enc = tiled_encode(autoencoder, lq, tile, store_skips, progress)
     sampled = sample(sde, model, enc.latent, **how)
+    release_free_memory()  # the noise net's working memory, before the full-resolution tiles
     if autoencoder.decode_mode == "direct":
         return tiled_decode(autoencoder, sampled, enc, tile, progress).clamp_(0, 1)
     # Residual decoding (UNetAutoencoder.decode_restored) in tiles: each decode consumes the deep maps.
