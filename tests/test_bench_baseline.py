@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +10,14 @@ import torch
 from refusion_pl.checkpoints import load_original_state_dict
 from refusion_pl.models import ConditionalNAFNet
 from refusion_pl.sde import IRSDE
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "original"
 
 
 def baseline_module():
-    spec = importlib.util.spec_from_file_location(
-        "original_baseline", ROOT / "benchmarks" / "original_baseline.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("original_baseline", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("original_baseline")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

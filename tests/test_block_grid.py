@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 def block_grid():
-    spec = importlib.util.spec_from_file_location("block_grid", ROOT / "benchmarks" / "block_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("block_grid")
 
 
 def test_grid_score_rises_with_blocks_at_the_period_only() -> None:
