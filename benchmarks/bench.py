@@ -152,12 +152,6 @@ def gemm_rate(device: torch.device, n: int, dtype: torch.dtype = torch.float32) 
     return 2 * n**3 / seconds
 
 
-def step_flops(net: nn.Module, x: Tensor, t: Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x, x, t)
-    return counter.get_total_flops()
-
-
 def fresh_compile(enabled: bool) -> None:
     """Forget earlier compiled graphs: every row compiles its own net for its own size, as a user restoring
     one size does (after a second size of the same forward, dynamo compiles a slower dynamic-shape graph)."""
@@ -230,7 +224,8 @@ def time_sampling(
         seconds = side_by_side(
             {"original": original, "eager": eager, "prepared": prepared}, device, args.repeats
         )
-    flops = step_flops(nets["eager"], x_t, t)
+    with torch.no_grad():
+        flops = fn_flops(lambda: nets["eager"](x_t, x_t, t))
     per_step = {k: v / args.steps for k, v in seconds.items()}
     return {
         "variant": variant,
@@ -387,7 +382,7 @@ def bench_echo(args: argparse.Namespace, device: torch.device, settings: dict[st
         device,
         "original",
         batch,
-        False,
+        same_maths=False,
     )
     row["echo"] = args.echo
     return row

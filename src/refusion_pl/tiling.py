@@ -424,7 +424,8 @@ def top_floats_per_pixel(ae: UNetAutoencoder) -> float:
     """
     dims = _dims(ae)
     hidden = hidden_floats_per_pixel(ae)
-    # level 1's upsampled map (2 * dims[1] channels at full resolution), conv outputs, concatenations
+    # level 1's upsampling conv (2 * dims[1]: the original form's upsampled map; the default sub-pixel form
+    # needs about 1.5 * dims[1]), conv outputs, concatenations
     work = 2 * dims[1] + 3.5 * (dims[1] + dims[0])
     return hidden + work
 

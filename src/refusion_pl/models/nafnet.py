@@ -183,9 +183,8 @@ class ConditionalNAFNet(nn.Module):
             emb = torch.cat([emb, emb], dim=0)
         inp = pad_to_multiple(torch.cat([x - cond, cond], dim=1), self.pad_multiple)
         out = self._unet(inp, emb, extra)
-        out = (
-            out[..., :h, :w] if out.shape[-2:] != (h, w) else out
-        )  # a no-op slice would cost a copy in backward
+        if out.shape[-2:] != (h, w):  # only when padded: even a no-op slice costs a copy in backward
+            out = out[..., :h, :w]
         # Channels-last weights (prepare_for_inference) give NHWC maps; callers get plain NCHW back.
         return torch.cat(out.chunk(2, dim=0), dim=1) if self.stereo else out.contiguous()
 
