@@ -21,3 +21,15 @@ def test_grid_score_rises_with_blocks_at_the_period_only() -> None:
     assert score(smooth, 64) < 1.3
     assert score(blocky, 64) > 2 * score(smooth, 64)
     assert score(blocky, 64) > score(blocky, 48)  # the steps sit on the 64-px grid, not on another period
+
+
+def test_a_bad_outer_column_is_not_a_grid_but_an_edge() -> None:
+    script = block_grid()
+    g = torch.Generator().manual_seed(0)
+    target = F.interpolate(torch.rand(1, 3, 13, 17, generator=g), size=(192, 256), mode="bicubic")
+    framed = target + 0.01 * torch.randn(target.shape, generator=g)
+    framed[..., :, 0] += 0.5  # a bright first column: on every period's grid, but an edge artifact
+    assert script.grid_score(framed, 64) < 1.3
+    assert script.grid_score(framed, 64, border=0) > 2
+    assert script.edge_score(framed, target) > 2
+    assert abs(script.edge_score(target + 0.01 * torch.randn(target.shape, generator=g), target) - 1) < 0.1

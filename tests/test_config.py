@@ -173,6 +173,7 @@ def test_a_key_added_with_plus_is_refused_by_the_schema(compose_config):
         ("optim.lr=0", "optim.lr"),
         ("autoencoder.skip_dropout=1.5", "autoencoder.skip_dropout"),
         ("sde.echo=0", "sde.echo"),
+        ("val.edge_margin=-1", "val.edge_margin"),
     ],
 )
 def test_out_of_range_values_name_the_key(compose_config, override, key):

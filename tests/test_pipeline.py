@@ -6,7 +6,7 @@ import torch
 
 from refusion_pl.checkpoints import load_original_state_dict
 from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
-from refusion_pl.pipeline import restore
+from refusion_pl.pipeline import add_edge_margin, remove_edge_margin, restore
 from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 from tests.conftest import load_fixture
@@ -49,3 +49,32 @@ def test_restore_keeps_odd_sizes_for_latent_and_pixel_models():
         generator=torch.Generator().manual_seed(0),
     )
     assert out.shape == lq.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_edge_margin_mirrors_outwards_and_crops_back_even_on_tiny_images():
+    image = torch.rand(1, 3, 5, 40)
+    padded, used = add_edge_margin(image, 16)
+    assert used == 4 and padded.shape == (1, 3, 13, 48)  # a 5-row image mirrors at most 4 rows
+    assert torch.equal(padded[..., 3, 4:-4], image[..., 1, :])  # mirrored about the first row
+    assert torch.equal(remove_edge_margin(padded, used), image)
+    assert add_edge_margin(image, 0) == (image, 0)
+
+
+@torch.no_grad()
+def test_restoring_with_an_edge_margin_restores_the_mirrored_image_and_crops():
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 37, 53)
+    ae = UNetAutoencoder(in_ch=3, out_ch=3, ch=4, ch_mult=[1, 2, 2, 2], embed_dim=4)
+    net = ConditionalNAFNet(
+        img_channel=4, width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1], variant="latent"
+    )
+
+    def run(image: torch.Tensor, margin: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        return restore(sde, net, image, ae, "posterior", 3, generator, edge_margin=margin)
+
+    with_margin = run(lq, 16)
+    assert with_margin.shape == lq.shape
+    padded = torch.nn.functional.pad(lq, (16,) * 4, mode="reflect")
+    assert torch.equal(with_margin, run(padded, 0)[..., 16:-16, 16:-16])
+    assert not torch.allclose(with_margin, run(lq, 0))

@@ -364,3 +364,38 @@ def test_several_devices_split_a_folder_and_give_the_same_outputs(pixel_ckpt, tm
 def test_asking_for_more_gpus_than_exist_fails_clearly(pixel_ckpt, tmp_path):
     with pytest.raises(RestoreError, match="GPU"):
         restore(config(pixel_ckpt, tmp_path, tmp_path / "out", devices=torch.cuda.device_count() + 1))
+
+
+def test_edge_margin_is_the_checkpoints_unless_given(latent_ckpt, tmp_path):
+    device = torch.device("cpu")
+    module = restore_mod.load_model(latent_ckpt, None, None, device)
+    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", edge_margin=None)
+    assert module.edge_margin == 0  # checkpoints without val.edge_margin (older ones, converted originals)
+    assert restore_mod.Restorer.from_config(cfg, module, device).edge_margin == 0
+    module.val_cfg["edge_margin"] = 16  # as trained with conf/train.yaml
+    assert restore_mod.Restorer.from_config(cfg, module, device).edge_margin == 16
+    cfg.edge_margin = 0
+    assert restore_mod.Restorer.from_config(cfg, module, device).edge_margin == 0
+    for bad in (-1, 2.5, "wide"):
+        cfg.edge_margin = bad
+        with pytest.raises(RestoreError, match="edge_margin"):
+            restore_mod.Restorer.from_config(cfg, module, device)
+
+
+def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ckpt, tmp_path):
+    device = torch.device("cpu")
+    module = restore_mod.load_model(latent_ckpt, None, None, device)
+    image = photo(37, 53)
+    outputs = {}
+    for tile in ("none", 32):
+        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, edge_margin=16)
+        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
+    generator = torch.Generator().manual_seed(0)
+    in_module = module.restore(image[None], steps=2, generator=generator, edge_margin=16)[0]
+    assert outputs["none"].shape == image.shape
+    assert (outputs["none"] - outputs[32]).abs().max() < 1e-4
+    assert (outputs["none"] - in_module).abs().max() < 1e-5
+    unpadded = restore_mod.Restorer.from_config(
+        config(latent_ckpt, tmp_path, tmp_path / "o", edge_margin=0), module, device
+    )
+    assert (unpadded(image) - outputs["none"]).abs().max() > 1e-3  # the margin changed what was restored

@@ -27,6 +27,27 @@ def with_scalars(net: nn.Module, scalars: torch.Tensor | None) -> nn.Module:
     return net if scalars is None else WithScalars(net, scalars)
 
 
+def add_edge_margin(image: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:
+    """``image`` mirrored outwards by ``margin`` pixels on every side (less for images too small to mirror), and
+    the margin used; ``remove_edge_margin`` crops it off again.
+
+    Networks trained on crops see their zero-padded borders on every side yet still get the outermost pixels
+    wrong (a bright or tinted frame, up to ~4x the error inside); restoring a mirrored margin puts those borders
+    outside the photo.
+    """
+    margin = max(0, min(int(margin), image.shape[-2] - 1, image.shape[-1] - 1))
+    if margin == 0:
+        return image, 0
+    return torch.nn.functional.pad(image, (margin,) * 4, mode="reflect"), margin
+
+
+def remove_edge_margin(image: torch.Tensor, margin: int) -> torch.Tensor:
+    """``image`` without the ``margin`` pixels that ``add_edge_margin`` added on every side."""
+    if margin == 0:
+        return image
+    return image[..., margin : image.shape[-2] - margin, margin : image.shape[-1] - margin]
+
+
 @torch.no_grad()
 def restore(
     sde: IRSDE,
@@ -39,13 +60,20 @@ def restore(
     progress: bool = False,
     cond_scalars: torch.Tensor | None = None,
     spacing: str = "ou",
+    edge_margin: int = 0,
 ) -> torch.Tensor:
     """Sample the reverse IR-SDE from the degraded image (or its latent) and return the restored image in [0, 1].
 
     Latent models encode LQ once, diffuse in the latent space with the LQ latent as the SDE's mean, and decode
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
-    networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``).
+    networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
+    ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``).
     """
+    if edge_margin:
+        padded, used = add_edge_margin(lq, edge_margin)
+        how = {"sampler": sampler, "steps": steps, "generator": generator, "progress": progress}
+        restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, spacing=spacing, **how)
+        return remove_edge_margin(restored, used)
     net = with_scalars(net, cond_scalars)
     if autoencoder is None:
         restored = sample(

@@ -31,6 +31,7 @@ from refusion_pl.checkpoints import UnsafeCheckpointError
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
 from refusion_pl.files import OutputError
+from refusion_pl.pipeline import add_edge_margin, remove_edge_margin
 from refusion_pl.sampling import SAMPLERS, SPACINGS
 from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
@@ -158,6 +159,15 @@ def inference_settings(cfg: DictConfig) -> dict[str, Any]:
         raise RestoreError(str(err)) from None
 
 
+def parse_edge_margin(value: Any, module: Any) -> int:
+    """``edge_margin`` of a restore/evaluate config: pixels >= 0, or null for the checkpoint's own."""
+    if value is None:
+        return int(getattr(module, "edge_margin", 0))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RestoreError(f"edge_margin={value!r}: give pixels >= 0, or null for the checkpoint's own")
+    return value
+
+
 def task_scale(module: Any) -> int:
     """Super-resolution factor of the checkpoint's task (the LQ is upsampled to the output size first)."""
     task = (getattr(module, "run_config", None) or {}).get("task") or {}
@@ -180,6 +190,7 @@ class Restorer:
     max_memory: int | None = None
     progress: bool = False
     upscale: bool = True  # super-resolution checkpoints: bicubic-upsample the LQ by the task's scale first
+    edge_margin: int = 0  # mirrored margin restored around the image, then cropped (pipeline.add_edge_margin)
     last_tile: int | None = field(default=None, init=False)
 
     @classmethod
@@ -193,6 +204,7 @@ class Restorer:
             "precision": str(cfg.precision),
             "tile": parse_tile(cfg.tile),
             "max_memory": parse_memory(cfg.max_memory),
+            "edge_margin": parse_edge_margin(cfg.get("edge_margin"), module),
             **overrides,
         }
         return cls(module=module, device=device, **settings)
@@ -248,6 +260,7 @@ class Restorer:
         scale = task_scale(self.module) if self.upscale else 1
         if scale > 1:
             lq = torch.nn.functional.interpolate(lq, scale_factor=scale, mode="bicubic").clamp_(0, 1)
+        lq, margin = add_edge_margin(lq, self.edge_margin)  # before planning: the tiles cover the margin too
         if self.views > 1:
             self.last_tile, store_skips = self.plan_rows(lq.shape[-2], lq.shape[-1]), False
         else:
@@ -270,7 +283,7 @@ class Restorer:
                 cond_scalars=scalars,
                 whole_rows=self.views > 1,
             )
-        return out[0].float().cpu()
+        return remove_edge_margin(out, margin)[0].float().cpu()
 
 
 def check_channels(info: ImageInfo, channels: int) -> None:

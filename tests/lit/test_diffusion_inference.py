@@ -80,3 +80,13 @@ def test_channels_last_training_keeps_loss_gradients_and_its_format_through_vali
     module.on_validation_epoch_start()
     module.on_validation_epoch_end()
     assert nhwc(module.net)  # validation hands the training format back
+
+
+def test_trained_checkpoints_restore_with_an_edge_margin_by_default(compose_config) -> None:
+    """`val.edge_margin` (16 in conf/train.yaml) reaches the module, so figures, validation and `restore`
+    (null: the checkpoint's) use it; a module built without it (converted originals) restores without one."""
+    from refusion_pl.train import build_module
+
+    module = build_module(compose_config("experiment=smoke", "model=pixel"), "diffusion", None)
+    assert module.edge_margin == 16
+    assert DiffusionModule(model="pixel", nafnet={"width": 8}).edge_margin == 0

@@ -262,10 +262,12 @@ class DiffusionModule(RestorationModule):
         progress: bool = False,
         cond_scalars: torch.Tensor | None = None,
         spacing: str | None = None,
+        edge_margin: int | None = None,
     ) -> torch.Tensor:
         """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
 
-        ``sampler`` and ``spacing`` default to the validation settings (``sde.sampler``, ``sde.spacing``).
+        ``sampler``, ``spacing`` and ``edge_margin`` default to the checkpoint's ``val`` settings (``sde.sampler``,
+        ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it and for converted originals).
         """
         return restore(
             self.sde,
@@ -278,7 +280,13 @@ class DiffusionModule(RestorationModule):
             progress=progress,
             cond_scalars=cond_scalars,
             spacing=spacing or self.val_cfg.get("spacing", "ou"),
+            edge_margin=self.edge_margin if edge_margin is None else edge_margin,
         )
+
+    @property
+    def edge_margin(self) -> int:
+        """Mirrored margin restored around every image (``pipeline.add_edge_margin``): ``val.edge_margin``."""
+        return int(self.val_cfg.get("edge_margin", 0))
 
     def prepare_for_inference(
         self, device: torch.device | str | None = None, settings: dict[str, Any] | None = None
