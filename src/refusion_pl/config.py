@@ -226,6 +226,7 @@ class AutoencoderStageConfig:
     skip_dropout_until: float | None = None
     dead_latent_db: float = 0.5
     latent_noise: float = 0.0
+    residual_loss: float = 0.0
 
 
 @dataclass
@@ -337,6 +338,7 @@ def _check_values(cfg: Any) -> None:
     _check_range("autoencoder.swap_prob", cfg.autoencoder.swap_prob, 0, 1)
     _check_range("autoencoder.skip_dropout", cfg.autoencoder.skip_dropout, 0, 1)
     _check_range("autoencoder.latent_noise", cfg.autoencoder.latent_noise, 0, 10)
+    _check_range("autoencoder.residual_loss", cfg.autoencoder.residual_loss, 0, None)
     if cfg.autoencoder.skip_dropout_until is not None:
         _check_range("autoencoder.skip_dropout_until", cfg.autoencoder.skip_dropout_until, 0, 1)
     _check_choice("autoencoder.init", cfg.autoencoder.init, AUTOENCODER_INITS)

@@ -272,6 +272,7 @@ def build_module(cfg: DictConfig, stage: str, autoencoder_ckpt: str | None) -> p
             skip_dropout_until=stage_cfg.skip_dropout_until,
             dead_latent_db=float(stage_cfg.dead_latent_db),
             latent_noise=float(stage_cfg.latent_noise),
+            residual_loss=float(stage_cfg.residual_loss),
             **common,
         )
     module = DiffusionModule(

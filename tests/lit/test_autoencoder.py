@@ -137,3 +137,21 @@ def test_init_choices_match_the_config():
     from refusion_pl.lit.autoencoder import AUTOENCODER_INITS
 
     assert CONFIG_INITS == AUTOENCODER_INITS
+
+
+def test_residual_loss_scores_what_residual_decoding_restores() -> None:
+    """``residual_weight`` adds the L1 of ``lq + decode(z_gt) - decode(z_lq)`` against GT to the stage-1 loss."""
+    from refusion_pl.models import UNetAutoencoder
+
+    torch.manual_seed(0)
+    ae = UNetAutoencoder(ch=4, ch_mult=(1, 2, 2, 2), embed_dim=4, decode_mode="residual")
+    ae.init_signal_preserving()
+    lq, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    plain = autoencoder_losses(ae, lq, gt, 0.0)
+    weighted = autoencoder_losses(ae, lq, gt, 0.0, residual_weight=0.5)
+    assert "loss_residual" not in plain
+    z_gt, _ = ae.encode(gt)
+    _, hidden = ae.encode(lq)
+    expected = (ae.decode_restored(z_gt, hidden) - gt).abs().mean()
+    assert torch.allclose(weighted["loss_residual"], expected, atol=1e-6)
+    assert torch.allclose(weighted["loss"], plain["loss"] + 0.5 * expected, atol=1e-6)

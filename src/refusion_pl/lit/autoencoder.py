@@ -54,20 +54,30 @@ def autoencoder_losses(
     reg_weight: float,
     skip_dropout: float = 0.0,
     latent_noise: float = 0.0,
+    residual_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The stage-1 objective: reconstruct LQ, decode the GT latent through the LQ skips, keep latents image-like.
 
     ``skip_dropout`` (training only) decodes some images without their skips; see ``drop_skips``.
     ``latent_noise`` (training only) decodes perturbed latents; see ``perturb_latent``.
+    ``residual_weight`` adds the L1 of residual decoding, ``lq + decode(gt latent) - decode(lq latent)`` vs GT:
+    what a ``decode_mode=residual`` autoencoder restores with. The two direct terms alone leave the difference of
+    their errors in it.
     """
     latent_lq, hidden_lq = autoencoder.encode(lq)
     latent_gt, _ = autoencoder.encode(gt)
     hidden_lq = drop_skips(hidden_lq, skip_dropout)
-    loss_rec = F.l1_loss(autoencoder.decode(perturb_latent(latent_lq, latent_noise), hidden_lq), lq)
-    loss_rep = F.l1_loss(autoencoder.decode(perturb_latent(latent_gt, latent_noise), hidden_lq), gt)
+    decoded_lq = autoencoder.decode(perturb_latent(latent_lq, latent_noise), hidden_lq)
+    decoded_gt = autoencoder.decode(perturb_latent(latent_gt, latent_noise), hidden_lq)
+    loss_rec = F.l1_loss(decoded_lq, lq)
+    loss_rep = F.l1_loss(decoded_gt, gt)
     loss_reg = (latent_lq.mean() - lq.mean()).abs() + (latent_lq.std() - 0.5 * lq.std()).abs()
+    losses = {"loss_rec": loss_rec, "loss_rep": loss_rep, "loss_reg": loss_reg}
     loss = loss_rec + loss_rep + reg_weight * loss_reg
-    return {"loss": loss, "loss_rec": loss_rec, "loss_rep": loss_rep, "loss_reg": loss_reg}
+    if residual_weight > 0:
+        losses["loss_residual"] = F.l1_loss(lq + decoded_gt - decoded_lq, gt)
+        loss = loss + residual_weight * losses["loss_residual"]
+    return {"loss": loss, **losses}
 
 
 class AutoencoderModule(RestorationModule):
@@ -90,6 +100,7 @@ class AutoencoderModule(RestorationModule):
         skip_dropout_until: float | None = None,
         dead_latent_db: float = 0.5,
         latent_noise: float = 0.0,
+        residual_loss: float = 0.0,
     ) -> None:
         super().__init__(crop_border)
         self.save_hyperparameters()
@@ -110,6 +121,7 @@ class AutoencoderModule(RestorationModule):
             self.hparams.reg_weight,
             self.skip_dropout_now(),
             float(self.hparams.get("latent_noise", 0.0)),
+            float(self.hparams.get("residual_loss", 0.0)),
         )
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=lq.shape[0])
