@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from refusion_pl.checkpoints import load_original_state_dict
@@ -78,3 +79,23 @@ def test_restoring_with_an_edge_margin_restores_the_mirrored_image_and_crops():
     padded = torch.nn.functional.pad(lq, (16,) * 4, mode="reflect")
     assert torch.equal(with_margin, run(padded, 0)[..., 16:-16, 16:-16])
     assert not torch.allclose(with_margin, run(lq, 0))
+
+
+@torch.no_grad()
+def test_samples_average_that_many_draws_before_decoding():
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 32, 48)
+    ae = UNetAutoencoder(in_ch=3, out_ch=3, ch=4, ch_mult=[1, 2, 2, 2], embed_dim=4)
+    net = ConditionalNAFNet(
+        img_channel=4, width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1], variant="latent"
+    )
+    how = {"sampler": "posterior", "steps": 3}
+    averaged = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), samples=3, **how)
+    latent, hidden = ae.encode(lq)
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample(sde, net, latent, generator=generator, **how) for _ in range(3)]
+    expected = ae.decode_restored(torch.stack(draws).mean(0), hidden).clamp(0, 1)
+    assert (averaged - expected).abs().max() < 1e-5
+    assert (draws[0] - draws[1]).abs().max() > 1e-3  # the draws differ: the mean is not one of them
+    with pytest.raises(ValueError, match="samples"):
+        restore(sde, net, lq, ae, samples=0, **how)

@@ -205,16 +205,16 @@ def test_spacing_logsnr_restores_as_the_sampler_does(pixel_ckpt, tmp_path):
 @pytest.mark.parametrize("ckpt", ["pixel", "latent"])
 def test_tiled_restores_sample_with_the_spacing(ckpt, pixel_ckpt, latent_ckpt, tmp_path, monkeypatch):
     """Every tiled path (blended pixel windows, tiled autoencoder) passes the spacing to the sampler."""
-    from refusion_pl import tiling
+    from refusion_pl import pipeline
 
     seen: list[str] = []
-    original = tiling.sample
+    original = pipeline.sample
 
     def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
         seen.append(kwargs["spacing"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tiling, "sample", spy)
+    monkeypatch.setattr(pipeline, "sample", spy)
     write_image(tmp_path / "a.png", photo(40, 48))
     path = pixel_ckpt if ckpt == "pixel" else latent_ckpt
     assert restore(config(path, tmp_path / "a.png", tmp_path / "out", spacing="logsnr", tile=16)).ok
@@ -380,6 +380,28 @@ def test_edge_margin_is_the_checkpoints_unless_given(latent_ckpt, tmp_path):
         cfg.edge_margin = bad
         with pytest.raises(RestoreError, match="edge_margin"):
             restore_mod.Restorer.from_config(cfg, module, device)
+
+
+def test_samples_are_the_checkpoints_unless_given_and_tile_exactly(latent_ckpt, tmp_path):
+    device = torch.device("cpu")
+    module = restore_mod.load_model(latent_ckpt, None, None, device)
+    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", samples=None)
+    assert restore_mod.Restorer.from_config(cfg, module, device).samples == 1
+    module.val_cfg["samples"] = 3
+    assert restore_mod.Restorer.from_config(cfg, module, device).samples == 3
+    for bad in (0, 1.5):
+        cfg.samples = bad
+        with pytest.raises(RestoreError, match="samples"):
+            restore_mod.Restorer.from_config(cfg, module, device)
+    image, outputs = photo(40, 48), {}
+    for tile in ("none", 16):
+        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, samples=2)
+        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
+    one = restore_mod.Restorer.from_config(
+        config(latent_ckpt, tmp_path, tmp_path / "o", samples=1), module, device
+    )
+    assert (outputs["none"] - outputs[16]).abs().max() < 1e-4
+    assert (outputs["none"] - one(image)).abs().max() > 1e-3
 
 
 def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ckpt, tmp_path):

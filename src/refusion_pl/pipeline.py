@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -48,6 +50,20 @@ def remove_edge_margin(image: torch.Tensor, margin: int) -> torch.Tensor:
     return image[..., margin : image.shape[-2] - margin, margin : image.shape[-1] - margin]
 
 
+def sample_mean(sde: IRSDE, net: nn.Module, mu: torch.Tensor, samples: int = 1, **how: Any) -> torch.Tensor:
+    """The mean of ``samples`` reverse-SDE draws from ``mu`` (drawn one after another from ``how['generator']``).
+
+    Each draw's error has a random part (latent models: colour blotches that move with the seed); averaging keeps
+    what the draws agree on, an estimate of the posterior mean: higher PSNR, less blotchy, less sharp.
+    """
+    if samples < 1:
+        raise ValueError(f"samples={samples!r} must be >= 1")
+    total = sample(sde, net, mu, **how)
+    for _ in range(samples - 1):
+        total = total + sample(sde, net, mu, **how)
+    return total / samples if samples > 1 else total
+
+
 @torch.no_grad()
 def restore(
     sde: IRSDE,
@@ -61,41 +77,30 @@ def restore(
     cond_scalars: torch.Tensor | None = None,
     spacing: str = "ou",
     edge_margin: int = 0,
+    samples: int = 1,
 ) -> torch.Tensor:
     """Sample the reverse IR-SDE from the degraded image (or its latent) and return the restored image in [0, 1].
 
     Latent models encode LQ once, diffuse in the latent space with the LQ latent as the SDE's mean, and decode
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
     networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
-    ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``).
+    ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
+    ``samples`` > 1 averages that many draws before decoding (``sample_mean``).
     """
+    how = {
+        "sampler": sampler,
+        "steps": steps,
+        "generator": generator,
+        "progress": progress,
+        "spacing": spacing,
+    }
     if edge_margin:
         padded, used = add_edge_margin(lq, edge_margin)
-        how = {"sampler": sampler, "steps": steps, "generator": generator, "progress": progress}
-        restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, spacing=spacing, **how)
+        restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, samples=samples, **how)
         return remove_edge_margin(restored, used)
     net = with_scalars(net, cond_scalars)
     if autoencoder is None:
-        restored = sample(
-            sde,
-            net,
-            lq,
-            sampler=sampler,
-            steps=steps,
-            generator=generator,
-            progress=progress,
-            spacing=spacing,
-        )
-        return restored.clamp(0, 1)
+        return sample_mean(sde, net, lq, samples, **how).clamp(0, 1)
     latent, hidden = autoencoder.encode(lq)
-    sampled = sample(
-        sde,
-        net,
-        latent,
-        sampler=sampler,
-        steps=steps,
-        generator=generator,
-        progress=progress,
-        spacing=spacing,
-    )
+    sampled = sample_mean(sde, net, latent, samples, **how)
     return autoencoder.decode_restored(sampled, hidden).clamp(0, 1)

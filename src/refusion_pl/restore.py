@@ -159,12 +159,12 @@ def inference_settings(cfg: DictConfig) -> dict[str, Any]:
         raise RestoreError(str(err)) from None
 
 
-def parse_edge_margin(value: Any, module: Any) -> int:
-    """``edge_margin`` of a restore/evaluate config: pixels >= 0, or null for the checkpoint's own."""
+def parse_count(key: str, value: Any, checkpoint_value: int, low: int) -> int:
+    """An integer setting >= ``low`` of a restore/evaluate config, or null for the checkpoint's own."""
     if value is None:
-        return int(getattr(module, "edge_margin", 0))
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RestoreError(f"edge_margin={value!r}: give pixels >= 0, or null for the checkpoint's own")
+        return int(checkpoint_value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise RestoreError(f"{key}={value!r}: give an integer >= {low}, or null for the checkpoint's own")
     return value
 
 
@@ -191,6 +191,7 @@ class Restorer:
     progress: bool = False
     upscale: bool = True  # super-resolution checkpoints: bicubic-upsample the LQ by the task's scale first
     edge_margin: int = 0  # mirrored margin restored around the image, then cropped (pipeline.add_edge_margin)
+    samples: int = 1  # reverse-SDE draws averaged (pipeline.sample_mean)
     last_tile: int | None = field(default=None, init=False)
 
     @classmethod
@@ -204,7 +205,10 @@ class Restorer:
             "precision": str(cfg.precision),
             "tile": parse_tile(cfg.tile),
             "max_memory": parse_memory(cfg.max_memory),
-            "edge_margin": parse_edge_margin(cfg.get("edge_margin"), module),
+            "edge_margin": parse_count(
+                "edge_margin", cfg.get("edge_margin"), getattr(module, "edge_margin", 0), 0
+            ),
+            "samples": parse_count("samples", cfg.get("samples"), getattr(module, "samples", 1), 1),
             **overrides,
         }
         return cls(module=module, device=device, **settings)
@@ -282,6 +286,7 @@ class Restorer:
                 store_skips=store_skips,
                 cond_scalars=scalars,
                 whole_rows=self.views > 1,
+                samples=self.samples,
             )
         return remove_edge_margin(out, margin)[0].float().cpu()
 

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from refusion_pl.models.layers import pad_to_multiple, pointwise
 from refusion_pl.models.unet_ae import ResidualLinearAttention, UNetAutoencoder
 from refusion_pl.pipeline import restore as restore_untiled
-from refusion_pl.pipeline import with_scalars
-from refusion_pl.sampling import sample
+from refusion_pl.pipeline import sample_mean, with_scalars
 from refusion_pl.sde import IRSDE
 
 GiB = 1024**3
@@ -564,6 +563,7 @@ def restore_tiled(
     cond_scalars: Tensor | None = None,
     whole_rows: bool = False,
     spacing: str = "ou",
+    samples: int = 1,
 ) -> Tensor:
     """``pipeline.restore`` with tiles of ``tile`` pixels (None: untiled); same noise draws, same result.
 
@@ -574,7 +574,17 @@ def restore_tiled(
     """
     if tile is None and latent_tile is None:
         return restore_untiled(
-            sde, net, lq, autoencoder, sampler, steps, generator, progress, cond_scalars, spacing=spacing
+            sde,
+            net,
+            lq,
+            autoencoder,
+            sampler,
+            steps,
+            generator,
+            progress,
+            cond_scalars,
+            spacing,
+            samples=samples,
         )
     net = with_scalars(net, cond_scalars)
     how = {
@@ -586,14 +596,14 @@ def restore_tiled(
     }
     if autoencoder is None:
         model = BlendedTiles(net, tile or latent_tile, overlap, whole_rows=whole_rows)  # type: ignore[arg-type]
-        return sample(sde, model, lq, **how).clamp_(0, 1)
+        return sample_mean(sde, model, lq, samples, **how).clamp_(0, 1)
     model = BlendedTiles(net, latent_tile, overlap) if latent_tile else net
     if tile is None or not ae_geometry(autoencoder).tileable:
         latent, hidden = autoencoder.encode(lq)
-        sampled = sample(sde, model, latent, **how)
+        sampled = sample_mean(sde, model, latent, samples, **how)
         return autoencoder.decode_restored(sampled, hidden).clamp_(0, 1)
     enc = tiled_encode(autoencoder, lq, tile, store_skips, progress)
-    sampled = sample(sde, model, enc.latent, **how)
+    sampled = sample_mean(sde, model, enc.latent, samples, **how)
     release_free_memory()  # the noise net's working memory, before the full-resolution tiles
     if autoencoder.decode_mode == "direct":
         return tiled_decode(autoencoder, sampled, enc, tile, progress).clamp_(0, 1)

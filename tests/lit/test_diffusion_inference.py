@@ -88,5 +88,5 @@ def test_trained_checkpoints_restore_with_an_edge_margin_by_default(compose_conf
     from refusion_pl.train import build_module
 
     module = build_module(compose_config("experiment=smoke", "model=pixel"), "diffusion", None)
-    assert module.edge_margin == 16
+    assert module.edge_margin == 16 and module.samples == 1
     assert DiffusionModule(model="pixel", nafnet={"width": 8}).edge_margin == 0

@@ -263,11 +263,13 @@ class DiffusionModule(RestorationModule):
         cond_scalars: torch.Tensor | None = None,
         spacing: str | None = None,
         edge_margin: int | None = None,
+        samples: int | None = None,
     ) -> torch.Tensor:
         """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
 
-        ``sampler``, ``spacing`` and ``edge_margin`` default to the checkpoint's ``val`` settings (``sde.sampler``,
-        ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it and for converted originals).
+        ``sampler``, ``spacing``, ``edge_margin`` and ``samples`` default to the checkpoint's ``val`` settings
+        (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it and for converted
+        originals, ``val.samples``: 1 unless set).
         """
         return restore(
             self.sde,
@@ -281,12 +283,18 @@ class DiffusionModule(RestorationModule):
             cond_scalars=cond_scalars,
             spacing=spacing or self.val_cfg.get("spacing", "ou"),
             edge_margin=self.edge_margin if edge_margin is None else edge_margin,
+            samples=self.samples if samples is None else samples,
         )
 
     @property
     def edge_margin(self) -> int:
         """Mirrored margin restored around every image (``pipeline.add_edge_margin``): ``val.edge_margin``."""
         return int(self.val_cfg.get("edge_margin", 0))
+
+    @property
+    def samples(self) -> int:
+        """Reverse-SDE draws averaged per restoration (``pipeline.sample_mean``): ``val.samples``."""
+        return int(self.val_cfg.get("samples", 1))
 
     def prepare_for_inference(
         self, device: torch.device | str | None = None, settings: dict[str, Any] | None = None
