@@ -61,14 +61,19 @@ def test_edge_margin_mirrors_outwards_and_crops_back_even_on_tiny_images():
     assert add_edge_margin(image, 0) == (image, 0)
 
 
-@torch.no_grad()
-def test_restoring_with_an_edge_margin_restores_the_mirrored_image_and_crops():
-    sde = IRSDE(max_sigma=50, T=10)
-    lq = torch.rand(1, 3, 37, 53)
+def tiny_latent_model() -> tuple[UNetAutoencoder, ConditionalNAFNet]:
     ae = UNetAutoencoder(in_ch=3, out_ch=3, ch=4, ch_mult=[1, 2, 2, 2], embed_dim=4)
     net = ConditionalNAFNet(
         img_channel=4, width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1], variant="latent"
     )
+    return ae, net
+
+
+@torch.no_grad()
+def test_restoring_with_an_edge_margin_restores_the_mirrored_image_and_crops():
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 37, 53)
+    ae, net = tiny_latent_model()
 
     def run(image: torch.Tensor, margin: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(0)
@@ -85,10 +90,7 @@ def test_restoring_with_an_edge_margin_restores_the_mirrored_image_and_crops():
 def test_samples_average_that_many_draws_before_decoding():
     sde = IRSDE(max_sigma=50, T=10)
     lq = torch.rand(1, 3, 32, 48)
-    ae = UNetAutoencoder(in_ch=3, out_ch=3, ch=4, ch_mult=[1, 2, 2, 2], embed_dim=4)
-    net = ConditionalNAFNet(
-        img_channel=4, width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1], variant="latent"
-    )
+    ae, net = tiny_latent_model()
     how = {"sampler": "posterior", "steps": 3}
     averaged = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), samples=3, **how)
     latent, hidden = ae.encode(lq)

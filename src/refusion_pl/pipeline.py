@@ -87,13 +87,7 @@ def restore(
     ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
     ``samples`` > 1 averages that many draws before decoding (``sample_mean``).
     """
-    how = {
-        "sampler": sampler,
-        "steps": steps,
-        "generator": generator,
-        "progress": progress,
-        "spacing": spacing,
-    }
+    how = dict(sampler=sampler, steps=steps, generator=generator, progress=progress, spacing=spacing)
     if edge_margin:
         padded, used = add_edge_margin(lq, edge_margin)
         restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, samples=samples, **how)
