@@ -87,6 +87,6 @@ def test_trained_checkpoints_restore_with_an_edge_margin_by_default(compose_conf
     (null: the checkpoint's) use it; a module built without it (converted originals) restores without one."""
     from refusion_pl.train import build_module
 
-    module = build_module(compose_config("experiment=smoke", "model=pixel"), "diffusion", None)
+    module = build_module(compose_config("model=pixel"), "diffusion", None)
     assert module.edge_margin == 16 and module.samples == 1
     assert DiffusionModule(model="pixel", nafnet={"width": 8}).edge_margin == 0
