@@ -145,3 +145,23 @@ def test_mild_prob_blends_lq_toward_gt() -> None:
     assert ((severity >= 0) & (severity <= 1)).all() and severity.std() > 0.1  # random amounts, not one
     with pytest.raises(DataError, match=r"data\.mild_prob=1\.5"):
         PairedDataModule(degradation={"name": "lowlight"}, mild_prob=1.5, **FAST).setup("fit")
+
+
+def test_dark_prob_darkens_the_clean_crop_before_degrading_it() -> None:
+    """Each GT is the same crop scaled by one random gain in dark_gain, and the LQ degrades that darker GT."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}
+    plain = _first_batches(PairedDataModule(degradation={"name": "shadow"}, **settings), 1)[0]
+    dm = PairedDataModule(degradation={"name": "shadow"}, dark_prob=1.0, dark_gain=[0.2, 0.5], **settings)
+    dark = _first_batches(dm, 1)[0]
+    energy = plain["gt"].pow(2).flatten(1).sum(1)
+    gains = (dark["gt"] * plain["gt"]).flatten(1).sum(1) / energy.clamp_min(1e-12)  # least squares
+    assert torch.allclose(dark["gt"], gains.view(-1, 1, 1, 1) * plain["gt"], atol=1e-5)
+    gains = gains[energy > 1.0]  # a crop of black sky has no gain to measure
+    assert len(gains) >= 4 and ((gains >= 0.2 - 1e-6) & (gains <= 0.5 + 1e-6)).all() and gains.std() > 0.03
+    assert (dark["lq"] <= dark["gt"] + 1e-6).all()  # shadows only remove light from the darkened photo
+    assert not torch.allclose(dark["lq"], dark["gt"])
+    for bad in ([0.0, 0.5], [0.6, 0.5], [0.5]):
+        with pytest.raises(DataError, match=r"data\.dark_gain"):
+            PairedDataModule(degradation={"name": "shadow"}, dark_gain=bad, **FAST).setup("fit")
+    with pytest.raises(DataError, match=r"data\.dark_prob=-0\.1"):
+        PairedDataModule(degradation={"name": "shadow"}, dark_prob=-0.1, **FAST).setup("fit")

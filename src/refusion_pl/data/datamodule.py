@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +106,8 @@ class PairedDataModule(L.LightningDataModule):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        dark_prob: float = 0.0,
+        dark_gain: Sequence[float] = (0.15, 0.6),
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -133,7 +135,7 @@ class PairedDataModule(L.LightningDataModule):
             pad_small,
             upsample_lq,
         )
-        self.mild_prob = mild_prob
+        self.mild_prob, self.dark_prob, self.dark_gain = mild_prob, dark_prob, tuple(dark_gain)
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -183,6 +185,12 @@ class PairedDataModule(L.LightningDataModule):
                 _check_int(key, getattr(self, key), low=1)
         if self.crop_size % self.scale:
             raise DataError(f"data.crop_size={self.crop_size} must be a multiple of data.scale={self.scale}")
+        if not 0.0 <= self.dark_prob <= 1.0:
+            raise DataError(f"data.dark_prob={self.dark_prob} must be in [0, 1]")
+        if len(self.dark_gain) != 2 or not 0.0 < self.dark_gain[0] <= self.dark_gain[1] <= 1.0:
+            raise DataError(
+                f"data.dark_gain={list(self.dark_gain)} must be [low, high] with 0 < low <= high <= 1"
+            )
         for key in ("swap_prob", "mild_prob"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
@@ -403,6 +411,8 @@ class PairedDataModule(L.LightningDataModule):
                 augment=self.augment,
                 swap_prob=self.swap_prob,
                 mild_prob=self.mild_prob,
+                dark_prob=self.dark_prob,
+                dark_gain=self.dark_gain,  # type: ignore[arg-type]
                 pad_small=self.pad_small,
                 seed=self.seed,
                 **common,

@@ -402,6 +402,16 @@ def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
     return gt + severity * (lq - gt)
 
 
+def darkened(gt: Tensor, g: torch.Generator, gain: tuple[float, float]) -> Tensor:
+    """A clean crop scaled by a random gain in ``gain``: a night sky or a dim room, before degrading it.
+
+    The bundled photos are all well lit, so a model trained on them takes any dark region for the degradation
+    (a night sky "lifted" as a shadow) and destroys dark photos that need nothing (``data.dark_prob``).
+    """
+    low, high = gain
+    return gt * (low + (high - low) * float(torch.rand((), generator=g)))
+
+
 class _Loader:
     """Reads a pair (optionally caching decoded images, for the small bundled set).
 
@@ -530,6 +540,8 @@ class TrainDataset(_PairDataset):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        dark_prob: float = 0.0,
+        dark_gain: tuple[float, float] = (0.15, 0.6),
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -542,6 +554,7 @@ class TrainDataset(_PairDataset):
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
+        self.dark_prob, self.dark_gain = dark_prob, (float(dark_gain[0]), float(dark_gain[1]))
 
     def __len__(self) -> int:
         return self.length
@@ -558,6 +571,8 @@ class TrainDataset(_PairDataset):
         if lq is None:
             if self.degradation is None:
                 raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
+            if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
+                gt = darkened(gt, g, self.dark_gain)
             lq = self.degradation(_views_on_batch(gt, self.views), g)
             lq = torch.cat(list(lq)) if self.views == 2 else lq[0]
         if self.augment:
