@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,16 @@ def test_dark_prob_darkens_the_clean_crop_before_degrading_it() -> None:
             PairedDataModule(degradation={"name": "shadow"}, dark_gain=bad, **FAST).setup("fit")
     with pytest.raises(DataError, match=r"data\.dark_prob=-0\.1"):
         PairedDataModule(degradation={"name": "shadow"}, dark_prob=-0.1, **FAST).setup("fit")
+    with pytest.raises(DataError, match=r"data\.dark_gain='dim'"):
+        PairedDataModule(degradation={"name": "shadow"}, dark_gain="dim", **FAST)
+
+
+def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:
+    """Composed configs hand over a ListConfig; checkpoints (weights-only loading) must hold plain floats."""
+    from omegaconf import OmegaConf
+
+    dm = PairedDataModule(degradation={"name": "shadow"}, dark_gain=OmegaConf.create([0.2, 0.5]), **FAST)
+    buffer = io.BytesIO()
+    torch.save(dict(dm.hparams), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["dark_gain"] == [0.2, 0.5]

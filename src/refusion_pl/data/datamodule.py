@@ -135,7 +135,12 @@ class PairedDataModule(L.LightningDataModule):
             pad_small,
             upsample_lq,
         )
-        self.mild_prob, self.dark_prob, self.dark_gain = mild_prob, dark_prob, tuple(dark_gain)
+        self.mild_prob, self.dark_prob, self.dark_gain = (
+            mild_prob,
+            dark_prob,
+            _numbers("dark_gain", dark_gain),
+        )
+        self.hparams["dark_gain"] = list(self.dark_gain)  # plain floats: checkpoints load weights-only
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -490,6 +495,14 @@ class PairedDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("predict"), self._eval_batch.get("predict", 1), shuffle=False)
+
+
+def _numbers(key: str, values: Any) -> tuple[float, ...]:
+    """A list setting as plain floats (not an omegaconf ListConfig), or a DataError naming ``data.key``."""
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise DataError(f"data.{key}={values!r} must be a list of numbers") from None
 
 
 def _plain_mapping(cfg: Any) -> dict[str, Any] | None:
