@@ -405,8 +405,8 @@ def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
 def darkened(gt: Tensor, g: torch.Generator, gain: tuple[float, float]) -> Tensor:
     """A clean crop scaled by a random gain in ``gain``: a night sky or a dim room, before degrading it.
 
-    The bundled photos are all well lit, so a model trained on them takes any dark region for the degradation
-    (a night sky "lifted" as a shadow) and destroys dark photos that need nothing (``data.dark_prob``).
+    Trained on well-lit photos only, a model takes any dark region for the degradation (a night sky "lifted" as
+    a shadow) and destroys dark photos that need nothing (``data.dark_prob``; README, "Training the latent model").
     """
     low, high = gain
     return gt * (low + (high - low) * float(torch.rand((), generator=g)))
