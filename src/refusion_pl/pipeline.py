@@ -60,8 +60,8 @@ def sample_mean(sde: IRSDE, net: nn.Module, mu: torch.Tensor, samples: int = 1, 
         raise ValueError(f"samples={samples!r} must be >= 1")
     total = sample(sde, net, mu, **how)
     for _ in range(samples - 1):
-        total = total + sample(sde, net, mu, **how)
-    return total / samples if samples > 1 else total
+        total = total + sample(sde, net, mu, **how)  # out of place: a draw may share memory with mu
+    return total / samples
 
 
 @torch.no_grad()

@@ -205,10 +205,8 @@ class Restorer:
             "precision": str(cfg.precision),
             "tile": parse_tile(cfg.tile),
             "max_memory": parse_memory(cfg.max_memory),
-            "edge_margin": parse_count(
-                "edge_margin", cfg.get("edge_margin"), getattr(module, "edge_margin", 0), 0
-            ),
-            "samples": parse_count("samples", cfg.get("samples"), getattr(module, "samples", 1), 1),
+            "edge_margin": parse_count("edge_margin", cfg.get("edge_margin"), module.edge_margin, 0),
+            "samples": parse_count("samples", cfg.get("samples"), module.samples, 1),
             **overrides,
         }
         return cls(module=module, device=device, **settings)

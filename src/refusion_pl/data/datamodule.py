@@ -417,7 +417,7 @@ class PairedDataModule(L.LightningDataModule):
                 swap_prob=self.swap_prob,
                 mild_prob=self.mild_prob,
                 dark_prob=self.dark_prob,
-                dark_gain=self.dark_gain,  # type: ignore[arg-type]
+                dark_gain=self.dark_gain,
                 pad_small=self.pad_small,
                 seed=self.seed,
                 **common,

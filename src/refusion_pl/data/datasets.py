@@ -402,7 +402,7 @@ def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
     return gt + severity * (lq - gt)
 
 
-def darkened(gt: Tensor, g: torch.Generator, gain: tuple[float, float]) -> Tensor:
+def darkened(gt: Tensor, g: torch.Generator, gain: Sequence[float]) -> Tensor:
     """A clean crop scaled by a random gain in ``gain``: a night sky or a dim room, before degrading it.
 
     Trained on well-lit photos only, a model takes any dark region for the degradation (a night sky "lifted" as
@@ -541,7 +541,7 @@ class TrainDataset(_PairDataset):
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
-        dark_gain: tuple[float, float] = (0.15, 0.6),
+        dark_gain: Sequence[float] = (0.15, 0.6),
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -554,7 +554,7 @@ class TrainDataset(_PairDataset):
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
-        self.dark_prob, self.dark_gain = dark_prob, (float(dark_gain[0]), float(dark_gain[1]))
+        self.dark_prob, self.dark_gain = dark_prob, dark_gain
 
     def __len__(self) -> int:
         return self.length
