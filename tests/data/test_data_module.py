@@ -179,3 +179,61 @@ def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:
     torch.save(dict(dm.hparams), buffer)
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True)["dark_gain"] == [0.2, 0.5]
+
+
+def _shadow_edges_per_crop(degrade_window: int | None) -> float:
+    """Mean length (pixels) of hard shadow edge inside a 32-px crop of the bundled photos."""
+    shadow = {
+        "name": "shadow",
+        "intensity": [0.5, 0.5],
+        "color_cast": 0.0,
+        "num_polygons": [1, 1],
+        "polygon_size": [0.3, 0.3],
+        "penumbra": [0.0, 0.0],
+        "plasma_prob": 0.0,
+    }
+    settings = {**FAST, "crop_size": 32, "train_samples_per_epoch": 48, "batch_size": 48, "augment": False}
+    batch = _first_batches(
+        PairedDataModule(degradation=shadow, degrade_window=degrade_window, **settings), 1
+    )[0]
+    shadowed = (batch["lq"] < 0.75 * batch["gt"] - 1e-3).any(dim=1).float()
+    lit = (batch["gt"] > 0.05).all(dim=1)  # black pixels show no shadow either way
+    edges = (shadowed.diff(dim=-1).abs() * (lit[..., 1:] & lit[..., :-1])).sum(dim=(1, 2))
+    return float(edges.mean())
+
+
+def test_degrade_window_draws_degradations_at_photo_scale() -> None:
+    """A polygon sized to a 32-px crop cuts through every crop; sized to a larger window, most crops hold less
+    of its edge (degradations scale with the image they are drawn on, and a user restores whole photos)."""
+    on_crop, on_window, on_photo = (_shadow_edges_per_crop(w) for w in (None, 128, 512))
+    assert on_crop > 2 * on_window > 4 * on_photo  # the bundled photos are 300-512 px: 512 is each one whole
+
+
+def test_degrade_window_keeps_pairs_aligned_and_refuses_bad_values() -> None:
+    """Degrading the window then cropping gives crops of the right size whose LQ still matches its GT."""
+    settings = {**FAST, "train_samples_per_epoch": 4, "batch_size": 4}
+    batch = _first_batches(
+        PairedDataModule(degradation={"name": "lowlight"}, degrade_window=96, **settings), 1
+    )[0]
+    assert batch["lq"].shape == batch["gt"].shape == (4, 3, 64, 64)
+    sr = PairedDataModule(degradation={"name": "sr", "scale": 4}, scale=4, degrade_window=200, **settings)
+    sr_batch = _first_batches(sr, 1)[0]
+    assert sr_batch["lq"].shape == (4, 3, 16, 16) and sr_batch["gt"].shape == (4, 3, 64, 64)
+    for bad, match in [
+        (32, r"data\.degrade_window=32 must be >= data\.crop_size=64"),
+        (0, r"degrade_window"),
+    ]:
+        with pytest.raises(DataError, match=match):
+            PairedDataModule(degradation={"name": "shadow"}, degrade_window=bad, **FAST).setup("fit")
+
+
+def test_random_window_is_a_slice_capped_at_the_image() -> None:
+    from refusion_pl.data.datasets import random_window
+
+    image = torch.arange(2 * 10 * 7, dtype=torch.float32).view(1, 2, 10, 7)
+    window = random_window(image, 6, 2, torch.Generator().manual_seed(0))
+    assert window.shape[-2:] == (6, 6)
+    top, left = int(window[0, 0, 0, 0]) // 7, int(window[0, 0, 0, 0]) % 7
+    assert top % 2 == 0 and left % 2 == 0
+    assert torch.equal(window, image[..., top : top + 6, left : left + 6])
+    assert random_window(image, 64, 4, torch.Generator()).shape[-2:] == (8, 4)  # capped, multiple of 4

@@ -108,6 +108,7 @@ class PairedDataModule(L.LightningDataModule):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        degrade_window: int | None = None,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -141,6 +142,7 @@ class PairedDataModule(L.LightningDataModule):
             _numbers("dark_gain", dark_gain),
         )
         self.hparams["dark_gain"] = list(self.dark_gain)  # plain floats: checkpoints load weights-only
+        self.degrade_window = degrade_window
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -185,11 +187,16 @@ class PairedDataModule(L.LightningDataModule):
         _check_int("batch_size", self.batch_size, low=1)
         _check_int("val_batch_size", self.val_batch_size, low=1)
         _check_int("num_workers", self.num_workers, low=0)
-        for key in ("train_samples_per_epoch", "val_size", "max_val_images"):
+        for key in ("train_samples_per_epoch", "val_size", "max_val_images", "degrade_window"):
             if getattr(self, key) is not None:
                 _check_int(key, getattr(self, key), low=1)
         if self.crop_size % self.scale:
             raise DataError(f"data.crop_size={self.crop_size} must be a multiple of data.scale={self.scale}")
+        if self.degrade_window is not None and self.degrade_window < self.crop_size:
+            raise DataError(
+                f"data.degrade_window={self.degrade_window} must be >= data.crop_size={self.crop_size} "
+                "(or null: degrade the crop itself)"
+            )
         if not 0.0 <= self.dark_prob <= 1.0:
             raise DataError(f"data.dark_prob={self.dark_prob} must be in [0, 1]")
         if len(self.dark_gain) != 2 or not 0.0 < self.dark_gain[0] <= self.dark_gain[1] <= 1.0:
@@ -418,6 +425,7 @@ class PairedDataModule(L.LightningDataModule):
                 mild_prob=self.mild_prob,
                 dark_prob=self.dark_prob,
                 dark_gain=self.dark_gain,
+                degrade_window=self.degrade_window,
                 pad_small=self.pad_small,
                 seed=self.seed,
                 **common,

@@ -402,6 +402,21 @@ def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
     return gt + severity * (lq - gt)
 
 
+def random_window(image: Tensor, size: int, scale: int, g: torch.Generator) -> Tensor:
+    """A random ``size`` x ``size`` window of ``image`` (each side capped at the image's, kept a multiple of
+    ``scale``): where synthetic degradations are drawn with ``data.degrade_window``.
+
+    Degradations size their shadows, streaks and masks relative to the image they are given. Drawn on a training
+    crop they are crop-sized; on the whole photo a user restores they are several times larger. Drawing them on
+    a photo-sized window first and cropping after keeps that scale the same in training and in use.
+    """
+    h, w = image.shape[-2:]
+    win_h, win_w = (min(size, side) // scale * scale for side in (h, w))
+    top = int(torch.randint(0, (h - win_h) // scale + 1, (), generator=g)) * scale
+    left = int(torch.randint(0, (w - win_w) // scale + 1, (), generator=g)) * scale
+    return image[..., top : top + win_h, left : left + win_w]
+
+
 def darkened(gt: Tensor, g: torch.Generator, gain: Sequence[float]) -> Tensor:
     """A clean crop scaled by a random gain in ``gain``: a night sky or a dim room, before degrading it.
 
@@ -542,6 +557,7 @@ class TrainDataset(_PairDataset):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        degrade_window: int | None = None,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -554,7 +570,7 @@ class TrainDataset(_PairDataset):
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
-        self.dark_prob, self.dark_gain = dark_prob, dark_gain
+        self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
 
     def __len__(self) -> int:
         return self.length
@@ -567,14 +583,12 @@ class TrainDataset(_PairDataset):
         if lq is None and self.renderer is not None:
             depth, photo = aligned_crop(self._depth(pair, gt)[0], gt, self.crop_size, 1, g, self.pad_small)
             lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
+        if lq is None and self.degrade_window:
+            gt = random_window(gt, self.degrade_window, self.scale, g)
+            lq, gt = self._degrade(pair, gt, g)  # the crop below cuts through degradations at photo scale
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
-            if self.degradation is None:
-                raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
-            if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
-                gt = darkened(gt, g, self.dark_gain)
-            lq = self.degradation(_views_on_batch(gt, self.views), g)
-            lq = torch.cat(list(lq)) if self.views == 2 else lq[0]
+            lq, gt = self._degrade(pair, gt, g)
         if self.augment:
             lq, gt = (vertical_flip if self.views == 2 else dihedral)([lq, gt], g)
         if self.upsample_lq and self.scale > 1:
@@ -586,6 +600,15 @@ class TrainDataset(_PairDataset):
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
                 extra["cond_scalars"] = extra["cond_scalars"][[1, 0, 2]]
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
+
+    def _degrade(self, pair: Pair, gt: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(lq, gt)`` from a clean image: darkened first with ``dark_prob``, then the task's degradation."""
+        if self.degradation is None:
+            raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
+        if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
+            gt = darkened(gt, g, self.dark_gain)
+        lq = self.degradation(_views_on_batch(gt, self.views), g)
+        return (torch.cat(list(lq)) if self.views == 2 else lq[0]), gt
 
 
 class EvalDataset(_PairDataset):
