@@ -175,6 +175,7 @@ def test_a_key_added_with_plus_is_refused_by_the_schema(compose_config):
         ("sde.echo=0", "sde.echo"),
         ("val.edge_margin=-1", "val.edge_margin"),
         ("val.samples=0", "val.samples"),
+        ("val.temperature=-0.5", "val.temperature"),
         ("autoencoder.residual_loss=-1", "autoencoder.residual_loss"),
     ],
 )

@@ -101,3 +101,23 @@ def test_samples_average_that_many_draws_before_decoding():
     assert (draws[0] - draws[1]).abs().max() > 1e-3  # the draws differ: the mean is not one of them
     with pytest.raises(ValueError, match="samples"):
         restore(sde, net, lq, ae, samples=0, **how)
+
+
+@torch.no_grad()
+def test_temperature_zero_restores_deterministically_from_the_input_latent():
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 32, 48)
+    ae, net = tiny_latent_model()
+    how = {"sampler": "posterior", "steps": 3}
+    cold = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), temperature=0, **how)
+    latent, hidden = ae.encode(lq)
+    from_mu = sample(sde, net, latent, x_T=latent, temperature=0, **how)
+    assert torch.equal(cold, ae.decode_restored(from_mu, hidden).clamp(0, 1))
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    again = restore(
+        sde, net, lq, ae, generator=torch.Generator().manual_seed(5), samples=4, temperature=0, **how
+    )
+    assert torch.equal(again, cold) and len(calls) == 3  # identical draws: sampled once, not 4 times
+    warm = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), **how)
+    assert (warm - cold).abs().max() > 1e-3

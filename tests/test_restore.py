@@ -404,6 +404,30 @@ def test_samples_are_the_checkpoints_unless_given_and_tile_exactly(latent_ckpt, 
     assert (outputs["none"] - one(image)).abs().max() > 1e-3
 
 
+def test_temperature_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ckpt, tmp_path):
+    device = torch.device("cpu")
+    module = restore_mod.load_model(latent_ckpt, None, None, device)
+    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", temperature=None)
+    assert restore_mod.Restorer.from_config(cfg, module, device).temperature == 1.0
+    module.val_cfg["temperature"] = 0.0
+    assert restore_mod.Restorer.from_config(cfg, module, device).temperature == 0.0
+    for bad in (-1, "warm", float("nan")):
+        cfg.temperature = bad
+        with pytest.raises(RestoreError, match="temperature"):
+            restore_mod.Restorer.from_config(cfg, module, device)
+    image, outputs = photo(40, 48), {}
+    for tile in ("none", 16):
+        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, temperature=None)
+        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
+    assert (outputs["none"] - outputs[16]).abs().max() < 1e-4
+    cold = module.restore(image[None], steps=2, generator=torch.Generator().manual_seed(7))
+    assert (outputs["none"] - cold[0]).abs().max() < 1e-4  # the seed does not matter at temperature 0
+    warm = restore_mod.Restorer.from_config(
+        config(latent_ckpt, tmp_path, tmp_path / "o", temperature=1), module, device
+    )
+    assert (outputs["none"] - warm(image)).abs().max() > 1e-3
+
+
 def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ckpt, tmp_path):
     device = torch.device("cpu")
     module = restore_mod.load_model(latent_ckpt, None, None, device)

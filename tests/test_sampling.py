@@ -477,3 +477,57 @@ def test_logsnr_schedule_spaces_the_log_snr_evenly_and_helps_order_2() -> None:
         for sp in ("ou", "logsnr")
     }
     assert err["logsnr"] < err["ou"] / 3, err
+
+
+# ---------------------------------------------------------------- temperature
+
+
+def _scaled_variance_after_zero_model(sde: IRSDE, temperature: float) -> float:
+    """Var of ``x_0 - mu`` under the full Euler-Maruyama loop with a zero model, every draw scaled."""
+    var = (temperature * sde.lam) ** 2
+    for t in range(sde.T, 0, -1):
+        var = (1 + float(sde.thetas[t]) * sde.dt) ** 2 * var + (
+            temperature * float(sde.sigmas[t])
+        ) ** 2 * sde.dt
+    return var
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.25])
+def test_temperature_scales_every_noise_draw(temperature: float) -> None:
+    """With a zero model the sde loop's spread follows the scaled start and step noise (4 sigma bounds)."""
+    sde = IRSDE(50, 100, "cosine", 0.005)
+    mu = torch.full((1, 1, 64, 64), 0.3)
+    zero = lambda x, m, t: torch.zeros_like(x)  # noqa: E731
+    out = sample(sde, zero, mu, generator=torch.Generator().manual_seed(9), temperature=temperature)
+    var = _scaled_variance_after_zero_model(sde, temperature)
+    y = (out - mu).double().flatten()
+    assert abs(y.var().item() - var) < 4 * var * math.sqrt(2 / (y.numel() - 1))
+    assert var < 0.5 * _scaled_variance_after_zero_model(sde, 1.0)  # the bound tells the temperatures apart
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("steps", [None, 5])
+def test_temperature_one_is_the_trained_sampler_and_zero_is_deterministic(sampler: str, steps) -> None:
+    sde = IRSDE(50, 20, "cosine", 0.005)
+    mu, _ = _data()
+    model = _gaussian_x0_model(sde, 0.4, 0.1)
+
+    def draw(seed: int, **kw) -> Tensor:
+        return sample(
+            sde, model, mu, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(seed), **kw
+        )
+
+    assert torch.equal(draw(3, temperature=1.0), draw(3))
+    cold = draw(3, temperature=0)
+    assert torch.equal(cold, draw(4, temperature=0))  # nothing is drawn: the seed does not matter
+    x_T = mu.clone()  # temperature 0 starts from mu itself
+    assert torch.equal(cold, sample(sde, model, mu, x_T, sampler, steps, temperature=0))
+    assert not torch.allclose(draw(3), draw(4))
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "hot", True])
+def test_bad_temperature_is_named(bad) -> None:
+    sde = IRSDE(50, 10, "cosine", 0.005)
+    mu, _ = _data()
+    with pytest.raises(ValueError, match="temperature"):
+        sample(sde, lambda x, m, t: torch.zeros_like(x), mu, temperature=bad)

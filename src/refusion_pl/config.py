@@ -237,6 +237,7 @@ class ValConfig:
     spacing: Spacing = Spacing.ou
     edge_margin: int = 16
     samples: int = 1
+    temperature: float = 1.0
     channels_last: bool = True
     compile: bool = False
 
@@ -354,6 +355,7 @@ def _check_values(cfg: Any) -> None:
     _check_range("val.num_images", cfg.val.num_images, 0, None)
     _check_range("val.edge_margin", cfg.val.edge_margin, 0, None)
     _check_range("val.samples", cfg.val.samples, 1, None)
+    _check_range("val.temperature", cfg.val.temperature, 0, None)
     _check_range("autoencoder.max_steps", cfg.autoencoder.max_steps, 1, None)
     for key in ("val.sample_steps", "figure.sample_steps"):
         value = OmegaConf.select(cfg, key)

@@ -230,6 +230,8 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         "task": cfg.task.get("name") if cfg.get("task") is not None else None,
         "sampler": restorer.sampler,
         "spacing": restorer.spacing,
+        "samples": restorer.samples,
+        "temperature": restorer.temperature,
         "sample_steps": restorer.steps or module.sde.T,
         "trained_steps": module.sde.T,
         "prediction": module.prediction,

@@ -55,9 +55,12 @@ def sample_mean(sde: IRSDE, net: nn.Module, mu: torch.Tensor, samples: int = 1, 
 
     Each draw's error has a random part (latent models: colour blotches that move with the seed); averaging keeps
     what the draws agree on, an estimate of the posterior mean: higher PSNR, less blotchy, less sharp.
+    At ``how['temperature'] == 0`` every draw is the same deterministic path, so it is sampled once.
     """
     if samples < 1:
         raise ValueError(f"samples={samples!r} must be >= 1")
+    if how.get("temperature", 1.0) == 0:
+        samples = 1
     total = sample(sde, net, mu, **how)
     for _ in range(samples - 1):
         total = total + sample(sde, net, mu, **how)  # out of place: a draw may share memory with mu
@@ -78,6 +81,7 @@ def restore(
     spacing: str = "ou",
     edge_margin: int = 0,
     samples: int = 1,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Sample the reverse IR-SDE from the degraded image (or its latent) and return the restored image in [0, 1].
 
@@ -85,9 +89,17 @@ def restore(
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
     networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
     ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
-    ``samples`` > 1 averages that many draws before decoding (``sample_mean``).
+    ``samples`` > 1 averages that many draws before decoding (``sample_mean``); ``temperature`` scales the
+    sampler's noise (``sampling.sample``; 0: deterministic).
     """
-    how = dict(sampler=sampler, steps=steps, generator=generator, progress=progress, spacing=spacing)
+    how = dict(
+        sampler=sampler,
+        steps=steps,
+        generator=generator,
+        progress=progress,
+        spacing=spacing,
+        temperature=temperature,
+    )
     if edge_margin:
         padded, used = add_edge_margin(lq, edge_margin)
         restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, samples=samples, **how)

@@ -32,7 +32,7 @@ from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
 from refusion_pl.files import OutputError
 from refusion_pl.pipeline import add_edge_margin, remove_edge_margin
-from refusion_pl.sampling import SAMPLERS, SPACINGS
+from refusion_pl.sampling import SAMPLERS, SPACINGS, check_temperature
 from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
 log = logging.getLogger("refusion_pl.restore")
@@ -159,6 +159,16 @@ def inference_settings(cfg: DictConfig) -> dict[str, Any]:
         raise RestoreError(str(err)) from None
 
 
+def parse_temperature(value: Any, checkpoint_value: float) -> float:
+    """``temperature`` of a restore/evaluate config: a number >= 0, or null for the checkpoint's own."""
+    if value is None:
+        return float(checkpoint_value)
+    try:
+        return check_temperature(value)
+    except ValueError as err:
+        raise RestoreError(f"{err}, or null for the checkpoint's own") from None
+
+
 def parse_count(key: str, value: Any, checkpoint_value: int, low: int) -> int:
     """An integer setting >= ``low`` of a restore/evaluate config, or null for the checkpoint's own."""
     if value is None:
@@ -192,6 +202,7 @@ class Restorer:
     upscale: bool = True  # super-resolution checkpoints: bicubic-upsample the LQ by the task's scale first
     edge_margin: int = 0  # mirrored margin restored around the image, then cropped (pipeline.add_edge_margin)
     samples: int = 1  # reverse-SDE draws averaged (pipeline.sample_mean)
+    temperature: float = 1.0  # scale of the sampler's noise; 0: deterministic (sampling.sample)
     last_tile: int | None = field(default=None, init=False)
 
     @classmethod
@@ -207,6 +218,7 @@ class Restorer:
             "max_memory": parse_memory(cfg.max_memory),
             "edge_margin": parse_count("edge_margin", cfg.get("edge_margin"), module.edge_margin, 0),
             "samples": parse_count("samples", cfg.get("samples"), module.samples, 1),
+            "temperature": parse_temperature(cfg.get("temperature"), module.temperature),
             **overrides,
         }
         return cls(module=module, device=device, **settings)
@@ -285,6 +297,7 @@ class Restorer:
                 cond_scalars=scalars,
                 whole_rows=self.views > 1,
                 samples=self.samples,
+                temperature=self.temperature,
             )
         return remove_edge_margin(out, margin)[0].float().cpu()
 

@@ -79,17 +79,37 @@ def logsnr_time_schedule(sde: IRSDE, steps: int) -> list[int]:
 
 
 class _Noise:
-    """Fresh standard normals into one reused buffer, from ``generator`` whatever device it lives on."""
+    """Fresh normals of std ``scale`` into one reused buffer, from ``generator`` whatever device it lives on.
 
-    def __init__(self, like: Tensor, generator: torch.Generator | None) -> None:
+    ``scale=0`` (temperature 0) returns zeros and draws nothing.
+    """
+
+    def __init__(self, like: Tensor, generator: torch.Generator | None, scale: float = 1.0) -> None:
         self.generator = generator
         self.like = like
+        self.scale = scale
         gen_device = generator.device if generator is not None else like.device
         self.buffer = torch.empty(like.shape, dtype=like.dtype, device=gen_device)
+        if scale == 0:
+            self.buffer.zero_()
 
     def __call__(self) -> Tensor:
-        self.buffer.normal_(generator=self.generator)
+        if self.scale != 0:
+            self.buffer.normal_(generator=self.generator)
+            if self.scale != 1:
+                self.buffer.mul_(self.scale)
         return self.buffer.to(self.like.device)
+
+
+def check_temperature(temperature: float, key: str = "temperature") -> float:
+    """A sampling temperature: a finite number >= 0 (1 = the original process), else a ValueError naming ``key``."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"{key}={temperature!r} must be a number >= 0 (1 samples the trained process)")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(
+            f"{key}={temperature!r} must be a finite number >= 0 (1 samples the trained process)"
+        )
+    return float(temperature)
 
 
 @torch.no_grad()
@@ -103,14 +123,21 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     spacing: str = "ou",
+    temperature: float = 1.0,
 ) -> Tensor:
-    """Run the reverse process from ``x_T`` (default ``mu + lambda z``) down to ``x_0``.
+    """Run the reverse process from ``x_T`` (default ``mu + temperature lambda z``) down to ``x_0``.
 
     ``model(x, mu, t)`` predicts the noise; ``t`` is an int64 tensor of shape ``(B,)``.
     ``steps=None`` or ``T`` reproduces the original sampler; fewer steps use the respaced jumps along
     ``spacing``: ``ou`` (even on the process clock ``thetas_cumsum``, the default), ``uniform`` in t, or
     ``logsnr`` (even in the log signal-to-noise, see :func:`logsnr_time_schedule`).
+
+    ``temperature`` scales every noise draw: the start state's and, for the stochastic samplers, each step's.
+    1 is the trained process (and the original's sampler). 0 starts from ``mu`` itself and draws nothing, so
+    the result is deterministic: a small network reads the start noise of a dark or barely degraded region as
+    something to restore and paints latent-scale blotches there; without it, it changes what it is sure of.
     """
+    temperature = check_temperature(temperature)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
     if spacing not in SPACINGS:
@@ -126,7 +153,7 @@ def sample(
             schedule = logsnr_time_schedule(sde, steps)
         else:
             schedule = timestep_schedule(sde.T, steps)
-    noise = _Noise(mu, generator)
+    noise = _Noise(mu, generator, temperature)
     x = mu + sde.lam * noise() if x_T is None else x_T.to(mu)
     if sampler in EI_SAMPLERS:
         return sample_ei(sde, model, mu, x, schedule, sampler, noise, progress)

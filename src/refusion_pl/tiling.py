@@ -564,6 +564,7 @@ def restore_tiled(
     whole_rows: bool = False,
     spacing: str = "ou",
     samples: int = 1,
+    temperature: float = 1.0,
 ) -> Tensor:
     """``pipeline.restore`` with tiles of ``tile`` pixels (None: untiled); same noise draws, same result.
 
@@ -585,6 +586,7 @@ def restore_tiled(
             cond_scalars,
             spacing,
             samples=samples,
+            temperature=temperature,
         )
     net = with_scalars(net, cond_scalars)
     how = {
@@ -593,6 +595,7 @@ def restore_tiled(
         "generator": generator,
         "progress": progress,
         "spacing": spacing,
+        "temperature": temperature,
     }
     if autoencoder is None:
         model = BlendedTiles(net, tile or latent_tile, overlap, whole_rows=whole_rows)  # type: ignore[arg-type]

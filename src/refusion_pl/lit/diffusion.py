@@ -264,12 +264,13 @@ class DiffusionModule(RestorationModule):
         spacing: str | None = None,
         edge_margin: int | None = None,
         samples: int | None = None,
+        temperature: float | None = None,
     ) -> torch.Tensor:
         """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
 
-        ``sampler``, ``spacing``, ``edge_margin`` and ``samples`` default to the checkpoint's ``val`` settings
-        (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it and for converted
-        originals, ``val.samples``: 1 unless set).
+        ``sampler``, ``spacing``, ``edge_margin``, ``samples`` and ``temperature`` default to the checkpoint's
+        ``val`` settings (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it
+        and for converted originals, ``val.samples`` and ``val.temperature``: 1 unless set).
         """
         return restore(
             self.sde,
@@ -284,6 +285,7 @@ class DiffusionModule(RestorationModule):
             spacing=spacing or self.val_cfg.get("spacing", "ou"),
             edge_margin=self.edge_margin if edge_margin is None else edge_margin,
             samples=self.samples if samples is None else samples,
+            temperature=self.temperature if temperature is None else temperature,
         )
 
     @property
@@ -295,6 +297,11 @@ class DiffusionModule(RestorationModule):
     def samples(self) -> int:
         """Reverse-SDE draws averaged per restoration (``pipeline.sample_mean``): ``val.samples``."""
         return int(self.val_cfg.get("samples", 1))
+
+    @property
+    def temperature(self) -> float:
+        """Scale of the sampler's noise (``sampling.sample``; 0: deterministic): ``val.temperature``."""
+        return float(self.val_cfg.get("temperature", 1.0))
 
     def prepare_for_inference(
         self, device: torch.device | str | None = None, settings: dict[str, Any] | None = None
