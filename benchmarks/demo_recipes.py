@@ -60,14 +60,16 @@ def restore_all(module: DiffusionModule, samples: list[Sample]) -> list[dict]:
     return rows
 
 
+def held_out_and_mild(data_cfg: dict, task: str) -> tuple[list[Sample], list[Sample]]:
+    """The whole held-out photos degraded as the run was trained, and their mild copies (``MILD``)."""
+    mild = {**data_cfg["degradation"], **MILD.get(task, {})}
+    return held_out_pairs(data_cfg), held_out_pairs(data_cfg, mild)
+
+
 def evaluate(checkpoint: Path, task: str) -> dict:
     module = DiffusionModule.from_checkpoint(checkpoint)
-    data_cfg = module.run_config["data"]
-    mild = {**data_cfg["degradation"], **MILD.get(task, {})}
-    return {
-        "held_out": restore_all(module, held_out_pairs(data_cfg)),
-        "mild": restore_all(module, held_out_pairs(data_cfg, mild)),
-    }
+    held, mild = held_out_and_mild(module.run_config["data"], task)
+    return {"held_out": restore_all(module, held), "mild": restore_all(module, mild)}
 
 
 def mean(rows: list[dict], key: str) -> float:

@@ -1,7 +1,7 @@
 """What the sampler's noise does to a latent run's restorations: each run restored at several sampling settings.
 
 For each run directory (`python -m refusion_pl.train` output, both stages), restores every whole held-out photo
-and a mildly degraded copy of each (`demo_recipes.MILD`) with each setting ``SAMPLER:TEMPERATURE:SAMPLES``, and
+and a mildly degraded copy of each (`demo_recipes.held_out_and_mild`) with each setting ``SAMPLER:TEMPERATURE:SAMPLES``, and
 reports the mean PSNR, the worst change on a mild photo and the block-grid score (`block_grid.grid_score`, 64-px
 period) of the restored held-out photos. Seeds are the photo's index, as in `demo_recipes.py`. Writes
 ``--out`` (.json and .md).
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 from block_grid import best_checkpoint, grid_score
-from demo_recipes import MILD
+from demo_recipes import held_out_and_mild, mean
 
-from refusion_pl.benchmark import held_out_pairs
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.lit.metrics import psnr_per_image
 from refusion_pl.restore import default_steps
@@ -59,10 +58,8 @@ def score(module: DiffusionModule, pairs: list, setting: dict) -> list[dict]:
 
 def evaluate_run(run_dir: Path, settings: list[str]) -> list[dict]:
     module = DiffusionModule.from_checkpoint(best_checkpoint(run_dir))
-    data_cfg = module.run_config["data"]
     task = module.run_config["task"]["name"]
-    held = held_out_pairs(data_cfg)
-    mild = held_out_pairs(data_cfg, {**data_cfg["degradation"], **MILD[task]})
+    held, mild = held_out_and_mild(module.run_config["data"], task)
     out = []
     for text in settings:
         setting = parse_setting(text)
@@ -71,10 +68,6 @@ def evaluate_run(run_dir: Path, settings: list[str]) -> list[dict]:
         out.append(row)
         print(table_line(row), flush=True)
     return out
-
-
-def mean(rows: list[dict], key: str) -> float:
-    return sum(row[key] for row in rows) / len(rows)
 
 
 def table_line(row: dict) -> str:
