@@ -170,6 +170,30 @@ def test_dark_prob_darkens_the_clean_crop_before_degrading_it() -> None:
         PairedDataModule(degradation={"name": "shadow"}, dark_gain="dim", **FAST)
 
 
+def test_recolour_prob_changes_hue_and_saturation_of_the_clean_crop_before_degrading_it() -> None:
+    """Each GT is the same crop with other colours and the same brightness (HSV value: the largest channel), and
+    the LQ degrades that recoloured GT; grey tasks pass through; bad values are named."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}
+    plain = _first_batches(PairedDataModule(degradation={"name": "shadow"}, **settings), 1)[0]
+    dm = PairedDataModule(degradation={"name": "shadow"}, recolour_prob=1.0, **settings)
+    recoloured = _first_batches(dm, 1)[0]
+    assert torch.allclose(recoloured["gt"].amax(1), plain["gt"].amax(1), atol=1e-5)
+    change = (recoloured["gt"] - plain["gt"]).abs().flatten(1).mean(1)
+    assert (change > 0.01).sum() >= 6 and change.std() > 0.005  # most crops recoloured, by random amounts
+    assert (recoloured["lq"] <= recoloured["gt"] + 1e-6).all() and not torch.equal(
+        recoloured["lq"], recoloured["gt"]
+    )
+    grey = {**settings, "channels": 1}
+    assert torch.equal(
+        _first_batches(PairedDataModule(degradation={"name": "denoise"}, **grey), 1)[0]["gt"],
+        _first_batches(PairedDataModule(degradation={"name": "denoise"}, recolour_prob=1.0, **grey), 1)[0][
+            "gt"
+        ],
+    )
+    with pytest.raises(DataError, match=r"data\.recolour_prob=2"):
+        PairedDataModule(degradation={"name": "shadow"}, recolour_prob=2, **FAST).setup("fit")
+
+
 def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:
     """Composed configs hand over a ListConfig; checkpoints (weights-only loading) must hold plain floats."""
     from omegaconf import OmegaConf

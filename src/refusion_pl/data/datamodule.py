@@ -108,6 +108,7 @@ class PairedDataModule(L.LightningDataModule):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        recolour_prob: float = 0.0,
         degrade_window: int | None = None,
         pad_small: bool = True,
         upsample_lq: bool = False,
@@ -142,7 +143,7 @@ class PairedDataModule(L.LightningDataModule):
             _numbers("dark_gain", dark_gain),
         )
         self.hparams["dark_gain"] = list(self.dark_gain)  # plain floats: checkpoints load weights-only
-        self.degrade_window = degrade_window
+        self.degrade_window, self.recolour_prob = degrade_window, recolour_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -203,6 +204,8 @@ class PairedDataModule(L.LightningDataModule):
             raise DataError(
                 f"data.dark_gain={list(self.dark_gain)} must be [low, high] with 0 < low <= high <= 1"
             )
+        if not 0.0 <= self.recolour_prob <= 1.0:
+            raise DataError(f"data.recolour_prob={self.recolour_prob} must be in [0, 1]")
         for key in ("swap_prob", "mild_prob"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
@@ -425,6 +428,7 @@ class PairedDataModule(L.LightningDataModule):
                 mild_prob=self.mild_prob,
                 dark_prob=self.dark_prob,
                 dark_gain=self.dark_gain,
+                recolour_prob=self.recolour_prob,
                 degrade_window=self.degrade_window,
                 pad_small=self.pad_small,
                 seed=self.seed,

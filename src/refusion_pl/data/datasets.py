@@ -427,6 +427,24 @@ def darkened(gt: Tensor, g: torch.Generator, gain: Sequence[float]) -> Tensor:
     return gt * (low + (high - low) * float(torch.rand((), generator=g)))
 
 
+def recoloured(gt: Tensor, g: torch.Generator, saturation: Sequence[float] = (0.0, 1.5)) -> Tensor:
+    """A clean RGB crop with its hues rotated by a random angle and its saturation scaled by a random factor in
+    ``saturation`` (0: grey), before degrading it.
+
+    A few bundled photos teach a shadow model that dark or bluish content is shadow (a black coat lifted to
+    orange, a night sky lifted): recolouring shows it the same shapes in colours it never saw unshadowed
+    (``data.recolour_prob``; README, "Other degradation models"). Other channel counts pass through.
+    """
+    if gt.shape[-3] != 3:
+        return gt
+    from kornia.enhance import adjust_hue, adjust_saturation
+
+    angle = (2 * float(torch.rand((), generator=g)) - 1) * math.pi
+    low, high = saturation
+    factor = low + (high - low) * float(torch.rand((), generator=g))
+    return adjust_saturation(adjust_hue(gt, angle), factor).clamp(0.0, 1.0)
+
+
 class _Loader:
     """Reads a pair (optionally caching decoded images, for the small bundled set).
 
@@ -557,6 +575,7 @@ class TrainDataset(_PairDataset):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        recolour_prob: float = 0.0,
         degrade_window: int | None = None,
         pad_small: bool = True,
         upsample_lq: bool = False,
@@ -571,6 +590,7 @@ class TrainDataset(_PairDataset):
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
         self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
+        self.recolour_prob = recolour_prob
 
     def __len__(self) -> int:
         return self.length
@@ -602,9 +622,12 @@ class TrainDataset(_PairDataset):
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
 
     def _degrade(self, pair: Pair, gt: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``(lq, gt)`` from a clean image: darkened first with ``dark_prob``, then the task's degradation."""
+        """``(lq, gt)`` from a clean image: recoloured with ``recolour_prob`` and darkened with ``dark_prob``
+        first, then the task's degradation."""
         if self.degradation is None:
             raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
+        if self.recolour_prob > 0 and float(torch.rand((), generator=g)) < self.recolour_prob:
+            gt = recoloured(gt, g)
         if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
             gt = darkened(gt, g, self.dark_gain)
         lq = self.degradation(_views_on_batch(gt, self.views), g)

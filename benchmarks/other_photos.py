@@ -1,0 +1,160 @@
+"""How a run restores photos unlike its held-out set: the held-out photos at other sizes, and photos it never saw.
+
+A user's photos are larger or smaller than the bundled ones and show other things. For each run directory (both
+stages of `python -m refusion_pl.train` on the bundled photos), the whole held-out photos are resized (bicubic,
+antialiased) by each of ``--scales``, and the bundle's greyscale photographs (in no split; taken whole, as RGB)
+are added. Each is degraded with the run's own degradation, seeded by the photo's name so that every size of a
+photo gets the same draw (one low-light gain, one shadow layout drawn relative to the image), then restored at the
+run's own settings. Reports input and restored PSNR per photo, the mean gain per size and on the unseen photos,
+and the worst change. Writes ``--out`` (.json and .md).
+
+    .venv/bin/python benchmarks/other_photos.py RUN [RUN ...]
+    .venv/bin/python benchmarks/other_photos.py RUN --scales 1 2 4 --photos camera moon
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from block_grid import best_checkpoint
+from demo_recipes import mean, restore_all
+
+from refusion_pl.data.datasets import BUNDLED_FILES, BUNDLED_SPLITS
+from refusion_pl.data.degradations import build_degradation
+from refusion_pl.lit import DiffusionModule
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "other_photos"
+# scikit-image's greyscale photographs, in none of the bundled splits: other content than any training photo.
+UNSEEN = {
+    "camera": "camera.png",
+    "coins": "coins.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "brick": "brick.png",
+    "moon": "moon.png",
+}
+
+
+def read_photo(file: str) -> torch.Tensor:
+    """A bundled photo as RGB floats in [0, 1], [3, H, W] (greyscale repeated on the channels)."""
+    import skimage.data
+    import skimage.io
+
+    array = torch.from_numpy(skimage.io.imread(Path(skimage.data.__file__).parent / file)).float() / 255
+    if array.ndim == 2:
+        array = array[..., None].expand(-1, -1, 3)
+    return array[..., :3].permute(2, 0, 1).contiguous()
+
+
+def resized(image: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1:
+        return image
+    out = F.interpolate(image[None], scale_factor=scale, mode="bicubic", antialias=True, align_corners=False)
+    return out[0].clamp(0, 1)
+
+
+def photo_seed(name: str) -> int:
+    """The same seed for every size of a photo, different between photos, stable across runs and machines."""
+    return zlib.crc32(name.encode())
+
+
+def cases(scales: list[float], unseen: list[str]) -> list[tuple[str, float, torch.Tensor]]:
+    """(photo, scale, clean image): each held-out photo at each scale, then each unseen photo whole."""
+    photos = {name: read_photo(BUNDLED_FILES[name]) for name in BUNDLED_SPLITS["test"]}
+    held = [(name, scale, resized(photo, scale)) for name, photo in photos.items() for scale in scales]
+    return held + [(name, 1.0, read_photo(UNSEEN[name])) for name in unseen]
+
+
+def evaluate_run(run_dir: Path, scales: list[float], unseen: list[str]) -> dict:
+    module = DiffusionModule.from_checkpoint(best_checkpoint(run_dir))
+    data_cfg = module.run_config["data"]
+    if data_cfg.get("root") is not None or data_cfg.get("degradation") is None:
+        raise SystemExit(f"{run_dir}: not a run on the bundled photos with a synthetic degradation")
+    degradation = build_degradation(dict(data_cfg["degradation"]))
+    rows = []
+    for name, scale, gt in cases(scales, unseen):
+        lq = degradation(gt[None], torch.Generator().manual_seed(photo_seed(name)))[0]
+        result = restore_all(module, [(name, lq, gt, None)])[0]
+        rows.append({**result, "scale": scale, "unseen": name in UNSEEN})
+        print(
+            f"| {name} | {scale:g} | {result['size'][0]}x{result['size'][1]} | {photo_line(result)} |",
+            flush=True,
+        )
+    return {"run": str(run_dir), "task": module.run_config["task"]["name"], "photos": rows}
+
+
+def photo_line(row: dict) -> str:
+    return f"{row['input']:.2f} | {row['restored']:.2f} | {row['restored'] - row['input']:+.2f}"
+
+
+def gain(rows: list[dict]) -> str:
+    return f"{mean(rows, 'restored') - mean(rows, 'input'):+.2f}" if rows else "-"
+
+
+def summary_table(runs: list[dict]) -> str:
+    """One line per run: the mean gain on the held-out photos at each scale, on the unseen ones, the worst change."""
+    scales = sorted({p["scale"] for run in runs for p in run["photos"] if not p["unseen"]})
+    lines = [
+        "| run | task | "
+        + " | ".join(f"held-out x{s:g}" for s in scales)
+        + " | unseen photos | worst photo |",
+        "|---" * (len(scales) + 4) + "|",
+    ]
+    for run in runs:
+        held = [[p for p in run["photos"] if not p["unseen"] and p["scale"] == s] for s in scales]
+        unseen = [p for p in run["photos"] if p["unseen"]]
+        worst = min(p["restored"] - p["input"] for p in run["photos"])
+        cells = " | ".join(gain(rows) for rows in held)
+        lines.append(
+            f"| {'/'.join(Path(run['run']).parts[-2:])} | {run['task']} | {cells} | {gain(unseen)} | {worst:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write(out: Path, runs: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(runs, indent=2))
+    every = [
+        f"| {'/'.join(Path(run['run']).parts[-2:])} | {p['name']} | {p['scale']:g} | {p['size'][0]}x{p['size'][1]} | "
+        f"{photo_line(p)} |"
+        for run in runs
+        for p in run["photos"]
+    ]
+    out.with_suffix(".md").write_text(
+        "Gain (dB) on the held-out photos resized, and on photos outside the bundled splits\n\n"
+        f"{summary_table(runs)}\n\nEvery photo:\n\n| run | photo | scale | size | input | restored | gain |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(every) + "\n"
+    )
+    print(summary_table(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--scales", nargs="+", type=float, default=[0.5, 1.0, 2.0])
+    parser.add_argument("--photos", nargs="+", default=list(UNSEEN), choices=list(UNSEEN))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--combine", nargs="+", type=Path, default=None, help="only merge these results (.json) into --out"
+    )
+    args = parser.parse_args()
+    if args.combine:
+        write(args.out, [run for path in args.combine for run in json.loads(path.read_text())])
+        return
+    if not args.runs:
+        parser.error("give at least one run directory (or --combine RESULTS.json ...)")
+    if any(scale <= 0 for scale in args.scales):
+        parser.error(f"--scales must be positive, got {args.scales}")
+    write(args.out, [evaluate_run(run, args.scales, args.photos) for run in args.runs])
+
+
+if __name__ == "__main__":
+    main()
