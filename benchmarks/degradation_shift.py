@@ -13,12 +13,11 @@ change. Seeds are the photo's index, as in `demo_recipes.py`. Writes ``--out`` (
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from block_grid import best_checkpoint
-from demo_recipes import mean, restore_all
+from demo_recipes import combined, mean, restore_all, results_parser
 
 from refusion_pl.benchmark import held_out_pairs
 from refusion_pl.data.degradations import DEGRADATIONS
@@ -99,23 +98,13 @@ HEADER = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="*", type=Path)
+    parser = results_parser(__doc__, RESULTS)
     parser.add_argument(
         "--variants", nargs="+", default=None, help="variant names (default: all of the task's)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--combine", nargs="+", type=Path, default=None, help="only merge these results (.json) into --out"
-    )
     args = parser.parse_args()
-    if args.combine:
-        write(args.out, [row for path in args.combine for row in json.loads(path.read_text())])
+    if combined(parser, args, write):
         return
-    if not args.runs:
-        parser.error("give at least one run directory (or --combine RESULTS.json ...)")
     print(HEADER, flush=True)
     write(args.out, [row for run in args.runs for row in evaluate_run(run, args.variants)])
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -93,6 +94,27 @@ def table(runs: list[dict]) -> str:
     lines = [f"| task | recipe | {QUALITY_HEADER} |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {run['task']} | {run['recipe']} | {quality_cells(run)} |" for run in runs]
     return "\n".join(lines)
+
+
+def results_parser(doc: str | None, out: Path) -> argparse.ArgumentParser:
+    """The parser of a script over run directories: RUN..., ``--out`` and ``--combine`` (merge earlier results)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument(
+        "--combine", nargs="+", type=Path, default=None, help="only merge these results (.json) into --out"
+    )
+    return parser
+
+
+def combined(parser: argparse.ArgumentParser, args: argparse.Namespace, write: Callable) -> bool:
+    """True when ``--combine`` merged its result files into ``--out`` (nothing left to do); no runs is an error."""
+    if args.combine:
+        write(args.out, [item for path in args.combine for item in json.loads(path.read_text())])
+        return True
+    if not args.runs:
+        parser.error("give at least one run directory (or --combine RESULTS.json ...)")
+    return False
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ and the worst change. Writes ``--out`` (.json and .md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from block_grid import best_checkpoint
-from demo_recipes import mean, restore_all
+from demo_recipes import combined, mean, restore_all, results_parser
 
 from refusion_pl.data.datasets import BUNDLED_FILES, BUNDLED_SPLITS
 from refusion_pl.data.degradations import build_degradation
@@ -135,22 +134,12 @@ def write(out: Path, runs: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="*", type=Path)
+    parser = results_parser(__doc__, RESULTS)
     parser.add_argument("--scales", nargs="+", type=float, default=[0.5, 1.0, 2.0])
     parser.add_argument("--photos", nargs="+", default=list(UNSEEN), choices=list(UNSEEN))
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--combine", nargs="+", type=Path, default=None, help="only merge these results (.json) into --out"
-    )
     args = parser.parse_args()
-    if args.combine:
-        write(args.out, [run for path in args.combine for run in json.loads(path.read_text())])
+    if combined(parser, args, write):
         return
-    if not args.runs:
-        parser.error("give at least one run directory (or --combine RESULTS.json ...)")
     if any(scale <= 0 for scale in args.scales):
         parser.error(f"--scales must be positive, got {args.scales}")
     write(args.out, [evaluate_run(run, args.scales, args.photos) for run in args.runs])
