@@ -150,6 +150,7 @@ class SDEConfig:
     prediction: Prediction = Prediction.noise
     loss: SDELoss = SDELoss.mean
     image_loss: float = 0.0
+    mean_path: float = 0.0
     echo: int = 1
 
 

@@ -50,6 +50,27 @@ def test_training_step_minimises_the_configured_loss(loss: str):
         assert float(trained) == pytest.approx(float((batch["lq"] - batch["gt"]).abs().mean()), rel=1e-3)
 
 
+def test_mean_path_trains_that_share_of_samples_without_noise():
+    """``sde.mean_path``: whole samples at the marginal's mean (what temperature-0 sampling feeds the network),
+    the others with their usual noise; 0 draws exactly what training drew before the option existed."""
+    x0 = torch.zeros(4000, 1, 2, 2)
+
+    def draws(sde: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        noise = DiffusionModule(model="pixel", nafnet=TINY, sde=sde).training_noise(x0)
+        return noise, torch.rand(3)  # and the random stream after it
+
+    plain, off = draws(SDE), draws({**SDE, "mean_path": 0.0})
+    assert torch.equal(plain[0], off[0]) and torch.equal(plain[1], off[1])
+    noise = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "mean_path": 0.3}).training_noise(x0)
+    silent = (noise == 0).flatten(1).all(1)
+    assert abs(float(silent.float().mean()) - 0.3) < 0.03
+    assert (noise[~silent] != 0).flatten(1).all(1).all() and 0.9 < float(noise[~silent].std()) < 1.1
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"sde\.mean_path"):
+            DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "mean_path": bad})
+
+
 AE_TINY = {"ch": 4, "ch_mult": [1, 2], "embed_dim": 4}
 
 

@@ -92,6 +92,9 @@ class DiffusionModule(RestorationModule):
         self.image_loss_weight = float(sde.get("image_loss", 0.0))
         if self.image_loss_weight < 0:
             raise ValueError(f"sde.image_loss={self.image_loss_weight!r} must be >= 0")
+        self.mean_path = float(sde.get("mean_path", 0.0))
+        if not 0.0 <= self.mean_path <= 1.0:
+            raise ValueError(f"sde.mean_path={sde.get('mean_path')!r} must be in [0, 1]")
         self.echo = int(sde.get("echo", 1))
         if self.echo < 1:
             raise ValueError(f"sde.echo={self.echo!r} must be >= 1")
@@ -209,7 +212,7 @@ class DiffusionModule(RestorationModule):
         if self.echo > 1:
             mu, x0, scalars = self.echoed(mu, x0, scalars)
         t = self.sde.sample_timesteps(x0.shape[0], device=x0.device)
-        noise = torch.randn_like(x0)
+        noise = self.training_noise(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
         noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
         loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t)
@@ -220,6 +223,19 @@ class DiffusionModule(RestorationModule):
             loss = loss + self.image_loss_weight * image_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0])
         return loss
+
+    def training_noise(self, x0: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise, zeroed for a random ``sde.mean_path`` share of the samples.
+
+        At temperature 0 the sampler starts from the LQ itself and follows the noise-free mean of the forward
+        marginals, inputs the network never sees when every training ``x_t`` carries noise; noise-free samples
+        put that path in the training distribution (README, "Sampling temperature").
+        """
+        noise = torch.randn_like(x0)
+        if self.mean_path > 0:
+            keep = torch.rand(x0.shape[0], device=x0.device) >= self.mean_path
+            noise = noise * keep.to(noise.dtype).view(-1, *([1] * (noise.dim() - 1)))
+        return noise
 
     def echoed(
         self, mu: torch.Tensor, x0: torch.Tensor, scalars: torch.Tensor | None
