@@ -151,6 +151,7 @@ class SDEConfig:
     loss: SDELoss = SDELoss.mean
     image_loss: float = 0.0
     mean_path: float = 0.0
+    icnr: bool = False
     echo: int = 1
 
 

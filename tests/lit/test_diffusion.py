@@ -71,6 +71,16 @@ def test_mean_path_trains_that_share_of_samples_without_noise():
             DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "mean_path": bad})
 
 
+def test_icnr_option_initialises_the_upsamplings_as_nearest_neighbour():
+    plain = DiffusionModule(model="pixel", nafnet=TINY, sde=SDE).net.ups[0]
+    icnr = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "icnr": True}).net.ups[0]
+    for up, shared in ((plain, False), (icnr, True)):
+        kernels = (
+            up[0].weight.detach().flatten(1).view(-1, 4, up[0].in_channels)
+        )  # the 4 sub-pixels per channel
+        assert torch.allclose(kernels, kernels[:, :1].expand_as(kernels)) == shared
+
+
 AE_TINY = {"ch": 4, "ch_mult": [1, 2], "embed_dim": 4}
 
 

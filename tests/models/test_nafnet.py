@@ -177,3 +177,25 @@ def test_residual_scales_learn_from_zero_init(variant: str) -> None:
     scales = {n: g for n, g in grads.items() if n.endswith(("beta", "gamma"))}
     assert scales
     assert all(g is not None and g.abs().sum() > 0 for g in scales.values())
+
+
+def test_icnr_upsampling_starts_as_nearest_neighbour_and_keeps_the_architecture() -> None:
+    """After `init_icnr_upsampling` every upsampling turns a feature map into 2x2 constant blocks (no checkerboard);
+    the state dict keeps its keys and shapes, so trained weights load as before."""
+    torch.manual_seed(0)
+    net = ConditionalNAFNet(
+        img_channel=4, width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1], variant="latent"
+    )
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(1, net.ups[0][0].in_channels, 5, 5)
+    blocks = net.ups[0](x).unfold(2, 2, 2).unfold(3, 2, 2)
+    assert (blocks - blocks[..., :1, :1]).abs().max() > 0.05  # PyTorch's init: a checkerboard
+    assert net.init_icnr_upsampling() is net
+    after = net.state_dict()
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {f"ups.{i}.0.weight" for i in range(2)}
+    for up in net.ups:
+        blocks = up(torch.randn(1, up[0].in_channels, 5, 5)).unfold(2, 2, 2).unfold(3, 2, 2)
+        assert (blocks - blocks[..., :1, :1]).abs().max() < 1e-5
+        assert 0.1 < float(up[0].weight.std()) < 1.0  # the default init's scale, not zeros

@@ -115,6 +115,8 @@ class DiffusionModule(RestorationModule):
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
         self.net = ConditionalNAFNet(img_channel=net_channels, variant=variant, **nafnet)
+        if sde.get("icnr", False):
+            self.net.init_icnr_upsampling()
         # Stereo samples hold two views on channels: metrics per view and their mean (the challenge's number).
         self.views = 2 if variant == "stereo" else 1
         if self.views > 1:

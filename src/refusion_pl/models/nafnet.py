@@ -6,6 +6,7 @@ checkpoints load with few renames (see `refusion_pl.checkpoints`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -170,6 +171,23 @@ class ConditionalNAFNet(nn.Module):
             c //= 2
             self.decoders.append(stage(c, n))
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+
+    @torch.no_grad()
+    def init_icnr_upsampling(self) -> ConditionalNAFNet:
+        """Re-initialise each upsampling conv so that its PixelShuffle starts as nearest-neighbour upsampling
+        (ICNR): the four sub-pixels of every output channel share one kernel.
+
+        A freshly initialised conv + PixelShuffle gives each sub-pixel its own random kernel, a checkerboard at
+        every level that a short run does not train away; in flat, strongly corrected areas (a lifted night sky)
+        it shows as a plaid. Training only: the architecture and the loading of trained weights are unchanged.
+        """
+        for up in self.ups:
+            conv, shuffle = up[0], up[1]
+            factor = shuffle.upscale_factor**2
+            kernel = torch.empty(conv.out_channels // factor, *conv.weight.shape[1:])
+            nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))  # nn.Conv2d's own default, for one sub-pixel
+            conv.weight.copy_(kernel.repeat_interleave(factor, dim=0))
+        return self
 
     def forward(
         self, x: Tensor, cond: Tensor, t: Tensor | float, cond_scalars: Tensor | None = None
