@@ -433,7 +433,7 @@ def recoloured(gt: Tensor, g: torch.Generator, saturation: Sequence[float] = (0.
 
     A few bundled photos teach a shadow model that dark or bluish content is shadow (a black coat lifted to
     orange, a night sky lifted): recolouring shows it the same shapes in colours it never saw unshadowed
-    (``data.recolour_prob``; README, "Other degradation models"). Other channel counts pass through.
+    (``data.recolour_prob``; README, "Other photos and sizes"). Other channel counts pass through.
     """
     if gt.shape[-3] != 3:
         return gt
