@@ -25,6 +25,7 @@ from demo_recipes import combined, mean, restore_all, results_parser
 
 from refusion_pl.data.datasets import BUNDLED_FILES, BUNDLED_SPLITS
 from refusion_pl.data.degradations import build_degradation
+from refusion_pl.data.io import read_image
 from refusion_pl.lit import DiffusionModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +42,10 @@ UNSEEN = {
 
 
 def read_photo(file: str) -> torch.Tensor:
-    """A bundled photo as RGB floats in [0, 1], [3, H, W] (greyscale repeated on the channels)."""
+    """A photo from scikit-image's data folder as RGB floats in [0, 1], [3, H, W] (greyscale repeated)."""
     import skimage.data
-    import skimage.io
 
-    array = torch.from_numpy(skimage.io.imread(Path(skimage.data.__file__).parent / file)).float() / 255
-    if array.ndim == 2:
-        array = array[..., None].expand(-1, -1, 3)
-    return array[..., :3].permute(2, 0, 1).contiguous()
+    return read_image(Path(skimage.data.__file__).parent / file, channels=3)[0]
 
 
 def resized(image: torch.Tensor, scale: float) -> torch.Tensor:
@@ -70,14 +67,15 @@ def cases(scales: list[float], unseen: list[str]) -> list[tuple[str, float, torc
     return held + [(name, 1.0, read_photo(UNSEEN[name])) for name in unseen]
 
 
-def evaluate_run(run_dir: Path, scales: list[float], unseen: list[str]) -> dict:
+def evaluate_run(run_dir: Path, photos: list[tuple[str, float, torch.Tensor]]) -> dict:
+    """Every photo of ``cases`` degraded by the run's own model (one draw per photo name) and restored."""
     module = DiffusionModule.from_checkpoint(best_checkpoint(run_dir))
     data_cfg = module.run_config["data"]
     if data_cfg.get("root") is not None or data_cfg.get("degradation") is None:
         raise SystemExit(f"{run_dir}: not a run on the bundled photos with a synthetic degradation")
     degradation = build_degradation(dict(data_cfg["degradation"]))
     rows = []
-    for name, scale, gt in cases(scales, unseen):
+    for name, scale, gt in photos:
         lq = degradation(gt[None], torch.Generator().manual_seed(photo_seed(name)))[0]
         result = restore_all(module, [(name, lq, gt, None)])[0]
         rows.append({**result, "scale": scale, "unseen": name in UNSEEN})
@@ -142,7 +140,8 @@ def main() -> None:
         return
     if any(scale <= 0 for scale in args.scales):
         parser.error(f"--scales must be positive, got {args.scales}")
-    write(args.out, [evaluate_run(run, args.scales, args.photos) for run in args.runs])
+    photos = cases(args.scales, args.photos)  # read and resized once for every run
+    write(args.out, [evaluate_run(run, photos) for run in args.runs])
 
 
 if __name__ == "__main__":
