@@ -170,6 +170,30 @@ def test_dark_prob_darkens_the_clean_crop_before_degrading_it() -> None:
         PairedDataModule(degradation={"name": "shadow"}, dark_gain="dim", **FAST)
 
 
+def test_dark_gamma_darkens_mid_tones_and_keeps_highlights() -> None:
+    """With dark_gamma above 1 each GT is ``gain * crop ** gamma``: mid-tones fall much further than highlights
+    (a lit rocket on a night sky); bad ranges are named."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}
+    plain = _first_batches(PairedDataModule(degradation={"name": "lowlight"}, **settings), 1)[0]["gt"]
+    dm = PairedDataModule(
+        degradation={"name": "lowlight"},
+        dark_prob=1.0,
+        dark_gain=[1.0, 1.0],
+        dark_gamma=[2.0, 3.0],
+        **settings,
+    )
+    dark = _first_batches(dm, 1)[0]["gt"]
+    bright, mid = plain > 0.9, (plain > 0.3) & (plain < 0.5)
+    assert bright.sum() > 50 and mid.sum() > 50
+    assert (dark[bright] > 0.7).all()  # 0.9 ** 3 = 0.73: highlights stay bright
+    assert (dark[mid] < 0.5**2 + 1e-6).all() and (dark[mid] < plain[mid]).all()
+    exponents = (dark[mid].log() / plain[mid].log()).unique_consecutive()
+    assert exponents.min() >= 2.0 - 1e-3 and exponents.max() <= 3.0 + 1e-3 and exponents.std() > 0.05
+    for bad in ([0.0, 2.0], [3.0, 2.0], [2.0]):
+        with pytest.raises(DataError, match=r"data\.dark_gamma"):
+            PairedDataModule(degradation={"name": "lowlight"}, dark_gamma=bad, **FAST).setup("fit")
+
+
 def test_recolour_prob_changes_hue_and_saturation_of_the_clean_crop_before_degrading_it() -> None:
     """Each GT is the same crop with other colours and the same brightness (HSV value: the largest channel), and
     the LQ degrades that recoloured GT; grey tasks pass through; bad values are named."""

@@ -108,6 +108,7 @@ class PairedDataModule(L.LightningDataModule):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
         pad_small: bool = True,
@@ -142,7 +143,9 @@ class PairedDataModule(L.LightningDataModule):
             dark_prob,
             _numbers("dark_gain", dark_gain),
         )
+        self.dark_gamma = _numbers("dark_gamma", dark_gamma)
         self.hparams["dark_gain"] = list(self.dark_gain)  # plain floats: checkpoints load weights-only
+        self.hparams["dark_gamma"] = list(self.dark_gamma)
         self.degrade_window, self.recolour_prob = degrade_window, recolour_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
@@ -203,6 +206,10 @@ class PairedDataModule(L.LightningDataModule):
         if len(self.dark_gain) != 2 or not 0.0 < self.dark_gain[0] <= self.dark_gain[1] <= 1.0:
             raise DataError(
                 f"data.dark_gain={list(self.dark_gain)} must be [low, high] with 0 < low <= high <= 1"
+            )
+        if len(self.dark_gamma) != 2 or not 0.0 < self.dark_gamma[0] <= self.dark_gamma[1] <= 10.0:
+            raise DataError(
+                f"data.dark_gamma={list(self.dark_gamma)} must be [low, high] with 0 < low <= high <= 10"
             )
         if not 0.0 <= self.recolour_prob <= 1.0:
             raise DataError(f"data.recolour_prob={self.recolour_prob} must be in [0, 1]")
@@ -428,6 +435,7 @@ class PairedDataModule(L.LightningDataModule):
                 mild_prob=self.mild_prob,
                 dark_prob=self.dark_prob,
                 dark_gain=self.dark_gain,
+                dark_gamma=self.dark_gamma,
                 recolour_prob=self.recolour_prob,
                 degrade_window=self.degrade_window,
                 pad_small=self.pad_small,

@@ -417,14 +417,27 @@ def random_window(image: Tensor, size: int, scale: int, g: torch.Generator) -> T
     return image[..., top : top + win_h, left : left + win_w]
 
 
-def darkened(gt: Tensor, g: torch.Generator, gain: Sequence[float]) -> Tensor:
-    """A clean crop scaled by a random gain in ``gain``: a night sky or a dim room, before degrading it.
+def darkened(
+    gt: Tensor, g: torch.Generator, gain: Sequence[float], gamma: Sequence[float] = (1.0, 1.0)
+) -> Tensor:
+    """A clean crop as ``gain * gt ** gamma`` (each drawn from its range): a night sky or a dim room, before
+    degrading it.
 
     Trained on well-lit photos only, a model takes any dark region for the degradation (a night sky "lifted" as
     a shadow) and destroys dark photos that need nothing (``data.dark_prob``; README, "Training the latent model").
+    A gain alone darkens the highlights too; a gamma above 1 darkens the mid-tones and keeps them (a lit rocket
+    on a night sky), so that dark photos with bright parts are among what needs nothing (``data.dark_gamma``).
+    A ``gamma`` range of (1, 1) draws nothing for it, so gain-only runs keep their random streams.
     """
-    low, high = gain
-    return gt * (low + (high - low) * float(torch.rand((), generator=g)))
+    scale = _uniform_in(gain, g)
+    if tuple(gamma) == (1.0, 1.0):
+        return gt * scale
+    return scale * gt.clamp(0.0, 1.0) ** _uniform_in(gamma, g)
+
+
+def _uniform_in(bounds: Sequence[float], g: torch.Generator) -> float:
+    low, high = bounds
+    return low + (high - low) * float(torch.rand((), generator=g))
 
 
 def recoloured(gt: Tensor, g: torch.Generator, saturation: Sequence[float] = (0.0, 1.5)) -> Tensor:
@@ -575,6 +588,7 @@ class TrainDataset(_PairDataset):
         mild_prob: float = 0.0,
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
+        dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
         pad_small: bool = True,
@@ -590,7 +604,7 @@ class TrainDataset(_PairDataset):
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
         self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
-        self.recolour_prob = recolour_prob
+        self.recolour_prob, self.dark_gamma = recolour_prob, dark_gamma
 
     def __len__(self) -> int:
         return self.length
@@ -629,7 +643,7 @@ class TrainDataset(_PairDataset):
         if self.recolour_prob > 0 and float(torch.rand((), generator=g)) < self.recolour_prob:
             gt = recoloured(gt, g)
         if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
-            gt = darkened(gt, g, self.dark_gain)
+            gt = darkened(gt, g, self.dark_gain, self.dark_gamma)
         lq = self.degradation(_views_on_batch(gt, self.views), g)
         return (torch.cat(list(lq)) if self.views == 2 else lq[0]), gt
 
