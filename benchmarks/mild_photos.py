@@ -48,8 +48,11 @@ def psnr(image: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def latent_anatomy(module: DiffusionModule, lq: torch.Tensor, gt: torch.Tensor) -> dict:
-    """Stage-1 ceiling, and the sampler's latent change against the true one (no edge margin: one latent)."""
+def latent_anatomy(
+    module: DiffusionModule, lq: torch.Tensor, gt: torch.Tensor, seed: int
+) -> tuple[dict, torch.Tensor]:
+    """Stage-1 ceiling and the sampler's latent change against the true one, plus the restoration without the
+    edge margin that this sampling decodes to (what ``module.restore(lq, edge_margin=0)`` returns)."""
     autoencoder = module.autoencoder
     latent, hidden = autoencoder.encode(lq)
     target = autoencoder.encode(gt)[0]
@@ -57,19 +60,20 @@ def latent_anatomy(module: DiffusionModule, lq: torch.Tensor, gt: torch.Tensor) 
         module.sde,
         module.noise_model,
         latent,
-        1,
+        module.samples,
         sampler=module.val_cfg["sampler"],
         steps=default_steps(module),
-        generator=torch.Generator().manual_seed(0),
+        generator=torch.Generator().manual_seed(seed),
         spacing=module.val_cfg.get("spacing", "ou"),
         temperature=module.temperature,
     )
     ceiling = autoencoder.decode_restored(target, hidden).clamp(0, 1)
-    return {
+    scores = {
         "ceiling": psnr(ceiling, gt),
         "latent_change": rms(sampled - latent),
         "true_change": rms(target - latent),
     }
+    return scores, autoencoder.decode_restored(sampled, hidden).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -87,11 +91,16 @@ def photo_row(module: DiffusionModule, name: str, lq: torch.Tensor, gt: torch.Te
         "mean_restored": float(restored.mean()),
         "mean_target": float(gt.mean()),
     }
-    if module.edge_margin:
-        unmargined = module.restore(lq, generator=torch.Generator().manual_seed(seed), edge_margin=0, **how)
-        row["restored_m0"] = psnr(unmargined, gt)
+    unmargined = None
     if module.autoencoder is not None:
-        row |= latent_anatomy(module, lq, gt)
+        scores, unmargined = latent_anatomy(module, lq, gt, seed)
+        row |= scores
+    if module.edge_margin:
+        if unmargined is None:  # pixel models: no latent sampling to reuse
+            unmargined = module.restore(
+                lq, generator=torch.Generator().manual_seed(seed), edge_margin=0, **how
+            )
+        row["restored_m0"] = psnr(unmargined, gt)
     return row
 
 

@@ -203,14 +203,12 @@ class PairedDataModule(L.LightningDataModule):
             )
         if not 0.0 <= self.dark_prob <= 1.0:
             raise DataError(f"data.dark_prob={self.dark_prob} must be in [0, 1]")
-        if len(self.dark_gain) != 2 or not 0.0 < self.dark_gain[0] <= self.dark_gain[1] <= 1.0:
-            raise DataError(
-                f"data.dark_gain={list(self.dark_gain)} must be [low, high] with 0 < low <= high <= 1"
-            )
-        if len(self.dark_gamma) != 2 or not 0.0 < self.dark_gamma[0] <= self.dark_gamma[1] <= 10.0:
-            raise DataError(
-                f"data.dark_gamma={list(self.dark_gamma)} must be [low, high] with 0 < low <= high <= 10"
-            )
+        for key, top in (("dark_gain", 1), ("dark_gamma", 10)):
+            bounds = getattr(self, key)
+            if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] <= top:
+                raise DataError(
+                    f"data.{key}={list(bounds)} must be [low, high] with 0 < low <= high <= {top}"
+                )
         if not 0.0 <= self.recolour_prob <= 1.0:
             raise DataError(f"data.recolour_prob={self.recolour_prob} must be in [0, 1]")
         for key in ("swap_prob", "mild_prob"):

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 if TYPE_CHECKING:
     from refusion_pl.data.bokeh import BokehRenderer
 
-from refusion_pl.data.degradations import Degradation
+from refusion_pl.data.degradations import Degradation, _uniform
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
 
 log = logging.getLogger(__name__)
@@ -429,15 +429,10 @@ def darkened(
     on a night sky), so that dark photos with bright parts are among what needs nothing (``data.dark_gamma``).
     A ``gamma`` range of (1, 1) draws nothing for it, so gain-only runs keep their random streams.
     """
-    scale = _uniform_in(gain, g)
+    scale = _uniform(g, tuple(gain))
     if tuple(gamma) == (1.0, 1.0):
         return gt * scale
-    return scale * gt.clamp(0.0, 1.0) ** _uniform_in(gamma, g)
-
-
-def _uniform_in(bounds: Sequence[float], g: torch.Generator) -> float:
-    low, high = bounds
-    return low + (high - low) * float(torch.rand((), generator=g))
+    return scale * gt.clamp(0.0, 1.0) ** _uniform(g, tuple(gamma))
 
 
 def recoloured(gt: Tensor, g: torch.Generator, saturation: Sequence[float] = (0.0, 1.5)) -> Tensor:
