@@ -148,6 +148,29 @@ def test_mild_prob_blends_lq_toward_gt() -> None:
         PairedDataModule(degradation={"name": "lowlight"}, mild_prob=1.5, **FAST).setup("fit")
 
 
+def test_mild_severity_bounds_the_blend() -> None:
+    """``mild_severity`` draws the blend's strength from its range (the default [0, 1] draws the same amounts
+    as before it existed); bad ranges are named."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False, "mild_prob": 1.0}
+    full = _first_batches(
+        PairedDataModule(degradation={"name": "lowlight"}, **{**settings, "mild_prob": 0.0}), 1
+    )[0]
+    full_change = full["lq"] - full["gt"]
+
+    def severities(**extra: object) -> torch.Tensor:
+        mild = _first_batches(PairedDataModule(degradation={"name": "lowlight"}, **settings, **extra), 1)[0]
+        change = mild["lq"] - mild["gt"]
+        return (change * full_change).flatten(1).sum(1) / full_change.pow(2).flatten(1).sum(1)
+
+    default, narrow = severities(), severities(mild_severity=[0.1, 0.3])
+    assert torch.allclose(severities(mild_severity=[0.0, 1.0]), default, atol=1e-6)
+    assert ((narrow >= 0.1 - 1e-4) & (narrow <= 0.3 + 1e-4)).all() and narrow.std() > 0.02
+    assert torch.allclose(narrow, 0.1 + 0.2 * default, atol=1e-4)  # the same draws, mapped onto the range
+    for bad in ([-0.1, 0.3], [0.5, 0.2], [0.0, 1.5], [0.3]):
+        with pytest.raises(DataError, match=r"data\.mild_severity"):
+            PairedDataModule(degradation={"name": "lowlight"}, mild_severity=bad, **FAST).setup("fit")
+
+
 def test_dark_prob_darkens_the_clean_crop_before_degrading_it() -> None:
     """Each GT is the same crop scaled by one random gain in dark_gain, and the LQ degrades that darker GT."""
     settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}

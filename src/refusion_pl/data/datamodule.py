@@ -106,6 +106,7 @@ class PairedDataModule(L.LightningDataModule):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        mild_severity: Sequence[float] = (0.0, 1.0),
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
         dark_gamma: Sequence[float] = (1.0, 1.0),
@@ -144,8 +145,13 @@ class PairedDataModule(L.LightningDataModule):
             _numbers("dark_gain", dark_gain),
         )
         self.dark_gamma = _numbers("dark_gamma", dark_gamma)
-        self.hparams["dark_gain"] = list(self.dark_gain)  # plain floats: checkpoints load weights-only
-        self.hparams["dark_gamma"] = list(self.dark_gamma)
+        self.mild_severity = _numbers("mild_severity", mild_severity)
+        for key in (
+            "dark_gain",
+            "dark_gamma",
+            "mild_severity",
+        ):  # plain floats: checkpoints load weights-only
+            self.hparams[key] = list(getattr(self, key))
         self.degrade_window, self.recolour_prob = degrade_window, recolour_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
@@ -203,11 +209,13 @@ class PairedDataModule(L.LightningDataModule):
             )
         if not 0.0 <= self.dark_prob <= 1.0:
             raise DataError(f"data.dark_prob={self.dark_prob} must be in [0, 1]")
-        for key, top in (("dark_gain", 1), ("dark_gamma", 10)):
+        for key, bottom, top in (("dark_gain", 0, 1), ("dark_gamma", 0, 10), ("mild_severity", None, 1)):
             bounds = getattr(self, key)
-            if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] <= top:
+            low_ok = len(bounds) == 2 and (bounds[0] >= 0 if bottom is None else bounds[0] > bottom)
+            if not low_ok or not bounds[0] <= bounds[1] <= top:
+                relation = "0 <= low" if bottom is None else "0 < low"
                 raise DataError(
-                    f"data.{key}={list(bounds)} must be [low, high] with 0 < low <= high <= {top}"
+                    f"data.{key}={list(bounds)} must be [low, high] with {relation} <= high <= {top}"
                 )
         if not 0.0 <= self.recolour_prob <= 1.0:
             raise DataError(f"data.recolour_prob={self.recolour_prob} must be in [0, 1]")
@@ -431,6 +439,7 @@ class PairedDataModule(L.LightningDataModule):
                 augment=self.augment,
                 swap_prob=self.swap_prob,
                 mild_prob=self.mild_prob,
+                mild_severity=self.mild_severity,
                 dark_prob=self.dark_prob,
                 dark_gain=self.dark_gain,
                 dark_gamma=self.dark_gamma,

@@ -581,6 +581,7 @@ class TrainDataset(_PairDataset):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        mild_severity: Sequence[float] = (0.0, 1.0),
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
         dark_gamma: Sequence[float] = (1.0, 1.0),
@@ -599,7 +600,7 @@ class TrainDataset(_PairDataset):
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
         self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
-        self.recolour_prob, self.dark_gamma = recolour_prob, dark_gamma
+        self.recolour_prob, self.dark_gamma, self.mild_severity = recolour_prob, dark_gamma, mild_severity
 
     def __len__(self) -> int:
         return self.length
@@ -623,7 +624,7 @@ class TrainDataset(_PairDataset):
         if self.upsample_lq and self.scale > 1:
             lq = upsample(lq, gt.shape[-2:])
         if self.mild_prob > 0 and float(torch.rand((), generator=g)) < self.mild_prob:
-            lq = milder(lq, gt, float(torch.rand((), generator=g)))
+            lq = milder(lq, gt, _uniform(g, tuple(self.mild_severity)))
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
