@@ -5,8 +5,9 @@ For each run directory (`python -m refusion_pl.train` output with both stages), 
 and decodes each GT latent through the LQ's skips (the stage-1 ceiling), then scores each image:
 - grid: the mean horizontal gradient at the worst column phase modulo ``--period`` over the median phase, with the
   outer ``--border`` pixels left out (a bad first column would otherwise read as a grid: column 0 is on every
-  period's grid). A clean photo scores about 1.0-1.2 (more where its content has regular vertical edges, so
-  compare with the target's own score); a visible grid at that period, 1.5 and above.
+  period's grid); and the same for rows (the vertical gradient), since a plaid has both. A clean photo scores
+  about 1.0-1.2 (more where its content has regular edges, so compare with the target's own score); a visible
+  grid at that period, 1.5 and above.
 - edge: the mean absolute error on the outermost pixel frame over the mean inside; 1 means the frame is as good
   as the rest, 2 a visible frame.
 
@@ -33,10 +34,11 @@ def inner(image: torch.Tensor, border: int) -> torch.Tensor:
     )
 
 
-def grid_score(image: torch.Tensor, period: int, border: int = 4) -> float:
-    """Worst over median column phase of the mean horizontal gradient, the outer `border` pixels left out: 1 means
-    no column grid at `period`."""
-    gradient = (inner(image, border).diff(dim=-1)).abs().mean(dim=(0, 1, 2))
+def grid_score(image: torch.Tensor, period: int, border: int = 4, rows: bool = False) -> float:
+    """Worst over median column phase of the mean horizontal gradient (``rows``: row phase of the vertical
+    gradient), the outer `border` pixels left out: 1 means no column (row) grid at `period`."""
+    image = inner(image, border)
+    gradient = (image.transpose(-1, -2) if rows else image).diff(dim=-1).abs().mean(dim=(0, 1, 2))
     phases = torch.stack([gradient[phase::period].mean() for phase in range(period)])
     return float(phases.max() / phases.median())
 
@@ -78,6 +80,9 @@ def score_run(
                 "target": grid_score(gt, period),
                 "ceiling": grid_score(ceiling, period),
                 "restored": grid_score(restored, period),
+                "target_rows": grid_score(gt, period, rows=True),
+                "ceiling_rows": grid_score(ceiling, period, rows=True),
+                "restored_rows": grid_score(restored, period, rows=True),
                 "ceiling_edge": edge_score(ceiling, gt),
                 "restored_edge": edge_score(restored, gt),
                 "ceiling_psnr": float(psnr_per_image(ceiling, gt)[0]),
@@ -96,13 +101,15 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=None, help="score the first N held-out photos (all)")
     args = parser.parse_args()
     print(
-        "| run | photo | grid: target | ceiling | restored | edge: ceiling | restored | ceiling PSNR | restored PSNR |"
+        "| run | photo | column grid: target | ceiling | restored | row grid: target | ceiling | restored "
+        "| edge: ceiling | restored | ceiling PSNR | restored PSNR |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         for s in score_run(run, args.period, args.photos):
             print(
                 f"| {run} | {s['photo']} | {s['target']:.2f} | {s['ceiling']:.2f} | {s['restored']:.2f} | "
+                f"{s['target_rows']:.2f} | {s['ceiling_rows']:.2f} | {s['restored_rows']:.2f} | "
                 f"{s['ceiling_edge']:.2f} | {s['restored_edge']:.2f} | {s['ceiling_psnr']:.2f} | "
                 f"{s['restored_psnr']:.2f} |",
                 flush=True,

@@ -23,6 +23,18 @@ def test_grid_score_rises_with_blocks_at_the_period_only() -> None:
     assert score(blocky, 64) > score(blocky, 48)  # the steps sit on the 64-px grid, not on another period
 
 
+def test_row_grid_is_scored_apart_from_column_grid() -> None:
+    """Horizontal bands every 8 px (a plaid's rows) raise the row score, not the column score."""
+    score = block_grid().grid_score
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.rand(1, 3, 13, 17, generator=g), size=(192, 256), mode="bicubic")
+    bands = smooth + 0.2 * F.interpolate(
+        torch.rand(1, 3, 24, 1, generator=g), size=(192, 256), mode="nearest"
+    )
+    assert score(bands, 8, rows=True) > 2 * score(smooth, 8, rows=True)
+    assert score(bands, 8) < 1.3 and score(smooth, 8, rows=True) < 1.3
+
+
 def test_a_bad_outer_column_is_not_a_grid_but_an_edge() -> None:
     script = block_grid()
     g = torch.Generator().manual_seed(0)
