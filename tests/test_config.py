@@ -126,7 +126,7 @@ def composition_error(compose_config, *overrides: str) -> str:
         ("model.name=vae", "model.name", "latent, pixel"),
         ("optim.name=sgd", "optim.name", "lion, adamw"),
         ("scheduler.name=step", "scheduler.name", "cosine, multistep, constant"),
-        ("autoencoder.init=kaiming", "autoencoder.init", "signal_preserving, default"),
+        ("autoencoder.init=kaiming", "autoencoder.init", "signal_preserving, smooth_upsampling, default"),
         ("net.nafnet.variant=mono", "net.nafnet.variant", "stereo, bokeh"),
     ],
 )
@@ -372,3 +372,11 @@ def test_echo_must_divide_the_batch_and_skips_the_image_loss(compose_config):
         validate_config(compose_config("data.batch_size=8", "sde.echo=3"))
     with pytest.raises(ConfigError, match=r"sde\.echo=2 cannot be combined with sde\.image_loss=0\.5"):
         validate_config(compose_config("data.batch_size=8", "sde.echo=2", "sde.image_loss=0.5"))
+
+
+def test_mild_severity_is_a_task_property(compose_config):
+    """Low light keeps its mild pairs mild (a half-way blend looks like a dark photo to brighten); other tasks
+    blend by any amount; a data override still wins."""
+    assert list(compose_config("task=lowlight", "experiment=demo").data.mild_severity) == [0.0, 0.3]
+    assert list(compose_config("task=shadow", "experiment=demo").data.mild_severity) == [0.0, 1.0]
+    assert list(compose_config("task=lowlight", "data.mild_severity=[0,1]").data.mild_severity) == [0, 1]

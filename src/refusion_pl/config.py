@@ -77,6 +77,7 @@ class AutoencoderInit(StrEnum):
     """Mirrors refusion_pl.lit.autoencoder.AUTOENCODER_INITS."""
 
     signal_preserving = "signal_preserving"
+    smooth_upsampling = "smooth_upsampling"
     default = "default"
 
 
@@ -162,6 +163,7 @@ class TaskConfig:
     scale: int = 1
     crop_border: int = 0
     degradation: dict[str, Any] = field(default_factory=dict)
+    mild_severity: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
 
 @dataclass
