@@ -126,7 +126,7 @@ def composition_error(compose_config, *overrides: str) -> str:
         ("model.name=vae", "model.name", "latent, pixel"),
         ("optim.name=sgd", "optim.name", "lion, adamw"),
         ("scheduler.name=step", "scheduler.name", "cosine, multistep, constant"),
-        ("autoencoder.init=kaiming", "autoencoder.init", "signal_preserving, smooth_upsampling, default"),
+        ("autoencoder.init=kaiming", "autoencoder.init", "signal_preserving, default"),
         ("net.nafnet.variant=mono", "net.nafnet.variant", "stereo, bokeh"),
     ],
 )

@@ -77,7 +77,6 @@ class AutoencoderInit(StrEnum):
     """Mirrors refusion_pl.lit.autoencoder.AUTOENCODER_INITS."""
 
     signal_preserving = "signal_preserving"
-    smooth_upsampling = "smooth_upsampling"
     default = "default"
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from refusion_pl.checkpoints import load_original_state_dict
 from refusion_pl.models import AEHidden, UNetAutoencoder
-from refusion_pl.models.unet_ae import UpConv, init_bilinear_upsampling, upsample_conv
+from refusion_pl.models.unet_ae import UpConv, upsample_conv
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "original" / "unet_ae_ch8.pt"
 
@@ -239,28 +239,3 @@ def test_subpixel_switch_keeps_the_decoder_output() -> None:
             module.subpixel = False
         plain = ae.decode(latent, hidden)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-
-
-def test_bilinear_upsampling_init_starts_each_upsampling_as_bilinear_interpolation() -> None:
-    """Inside the zero border, nearest 2x then the initialised conv equals bilinear 2x then a 1x1 mixing."""
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(6, 4, 3, padding=1, bias=False)
-    init_bilinear_upsampling(conv)
-    x = torch.rand(2, 6, 9, 11)
-    mixing = conv.weight.sum(dim=(2, 3), keepdim=True)  # the tent sums to 1
-    bilinear = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-    expected = torch.nn.functional.conv2d(bilinear, mixing)
-    assert torch.allclose(upsample_conv(conv, x)[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-5)
-    assert mixing.std() > 0.1  # random channel mixing, not a constant
-
-    torch.manual_seed(0)
-    ae = UNetAutoencoder(ch=4, ch_mult=(1, 2, 2), embed_dim=4).init_signal_preserving(smooth_upsampling=True)
-    upsampling = [
-        m.conv for m in ae.modules() if isinstance(m, UpConv) and isinstance(m.upsample, torch.nn.Upsample)
-    ]
-    assert len(upsampling) == 2
-    for conv in upsampling:
-        taps = conv.weight / conv.weight.sum(dim=(2, 3), keepdim=True)
-        assert torch.allclose(
-            taps, torch.outer(*[torch.tensor([1.0, 2.0, 1.0]) / 4] * 2).expand_as(taps), atol=1e-5
-        )

@@ -15,11 +15,9 @@ from refusion_pl.models.unet_ae import AEHidden
 
 log = logging.getLogger(__name__)
 
-#: How a fresh stage-1 network starts: ``signal_preserving`` (see ``UNetAutoencoder.init_signal_preserving``),
-#: ``smooth_upsampling`` (the same with the upsampling convs starting as bilinear interpolation, see
-#: ``init_bilinear_upsampling``) or PyTorch's ``default`` (the original's; its latent path starts dead and
-#: revives slowly, if at all).
-AUTOENCODER_INITS = ("signal_preserving", "smooth_upsampling", "default")
+#: How a fresh stage-1 network starts: ``signal_preserving`` (see ``UNetAutoencoder.init_signal_preserving``)
+#: or PyTorch's ``default`` (the original's; its latent path starts dead and revives slowly, if at all).
+AUTOENCODER_INITS = ("signal_preserving", "default")
 
 
 def drop_skips(hidden: AEHidden, probability: float) -> AEHidden:
@@ -109,8 +107,8 @@ class AutoencoderModule(RestorationModule):
         if init not in AUTOENCODER_INITS:
             raise ValueError(f"autoencoder.init={init!r}; choose one of: {', '.join(AUTOENCODER_INITS)}")
         self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **net)
-        if init != "default":
-            self.autoencoder.init_signal_preserving(smooth_upsampling=init == "smooth_upsampling")
+        if init == "signal_preserving":
+            self.autoencoder.init_signal_preserving()
         self.val_metrics_lq = RestorationMetrics(crop=crop_border, use_lpips=False)
         self._latent_use: dict[str, list[torch.Tensor]] = {}
 

@@ -6,7 +6,6 @@ image's details*: this is what lets a small latent carry only what restoration m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -271,7 +270,7 @@ class UNetAutoencoder(nn.Module):
         return self
 
     @torch.no_grad()
-    def init_signal_preserving(self, smooth_upsampling: bool = False) -> UNetAutoencoder:
+    def init_signal_preserving(self) -> UNetAutoencoder:
         """Re-initialise for training from scratch so that the latent matters from the first step.
 
         PyTorch's default conv initialisation shrinks activations about sqrt(3)x per conv and its random biases
@@ -281,36 +280,13 @@ class UNetAutoencoder(nn.Module):
         nothing to restore with. Unit-gain weights (std 1/sqrt(fan_in)) and zero biases keep the image in the
         latent (~0.4) and the output sensitive to it (~0.01). Only the starting point changes: architecture and
         checkpoint keys are those of the original, so loading trained weights is unaffected.
-
-        ``smooth_upsampling`` also starts every upsampling conv as bilinear interpolation: see
-        ``init_bilinear_upsampling``.
         """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        if smooth_upsampling:
-            for module in self.modules():
-                if isinstance(module, UpConv) and isinstance(module.upsample, nn.Upsample):
-                    init_bilinear_upsampling(module.conv)
         return self
-
-
-@torch.no_grad()
-def init_bilinear_upsampling(conv: nn.Conv2d) -> None:
-    """Start the 3x3 conv after a nearest 2x upsampling as bilinear upsampling followed by a random 1x1 mixing.
-
-    Nearest upsampling then a random 3x3 kernel gives each of the four output phases its own 2x2 kernel
-    (``upsample_conv``), so a fresh decoder paints a fixed pattern with the period of every upsampling
-    (2, 4, 8 px) wherever the latent changes; a short stage 1 does not train it away, and every restoration
-    carries it as a grid of lines at the latent's pixel borders. With each kernel a random channel weight
-    times the tent ``[1, 2, 1] x [1, 2, 1] / 16``, the phases' taps are ``(1/4, 3/4)`` and ``(3/4, 1/4)``
-    per axis: bilinear interpolation. Unit gain as in ``init_signal_preserving``; an initialisation only.
-    """
-    tent = torch.tensor([1.0, 2.0, 1.0], device=conv.weight.device) / 4
-    mixing = torch.randn(conv.out_channels, conv.in_channels, 1, 1, device=conv.weight.device)
-    conv.weight.copy_(mixing / math.sqrt(conv.in_channels) * torch.outer(tent, tent))
 
 
 def _cat(x: Tensor, skip: Tensor) -> Tensor:
