@@ -1,0 +1,83 @@
+"""What a run's training pairs teach about brightening: target over input brightness, by input brightness.
+
+A model trained on pairs learns roughly the mean target for each kind of input. For exposure that is visible in
+the pairs themselves: if crops whose LQ mean is near a photo's mean had targets twice as bright, the model will
+brighten that photo about twice, whatever the photo needs. This draws training pairs exactly as the run's data
+module does (``experiment``, ``task`` and ``data.*`` overrides, composed as `python -m refusion_pl.train` would)
+and reports, per band of LQ mean brightness, the share of pairs and the median of GT mean over LQ mean.
+
+    .venv/bin/python benchmarks/training_exposure.py experiment=demo task=lowlight
+    .venv/bin/python benchmarks/training_exposure.py experiment=demo task=lowlight 'data.mild_severity=[0,1]'
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+from refusion_pl.config import register_schemas
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+BANDS = (
+    (0.0, 0.03),
+    (0.03, 0.07),
+    (0.07, 0.12),
+    (0.12, 0.17),
+    (0.17, 0.22),
+    (0.22, 0.3),
+    (0.3, 0.5),
+    (0.5, 1.0),
+)
+
+
+def training_means(overrides: Sequence[str], pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean brightness of the LQ and of the GT of the first ``pairs`` training pairs of the composed run."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    data = instantiate(cfg.data, _convert_="object")
+    data.setup("fit")
+    dataset = data.dataset("train")
+    samples = [dataset[i] for i in range(min(pairs, len(dataset)))]
+    return (
+        torch.stack([s["lq"].mean() for s in samples]),
+        torch.stack([s["gt"].mean() for s in samples]),
+    )
+
+
+def exposure_table(lq: torch.Tensor, gt: torch.Tensor) -> list[dict[str, float]]:
+    """Per band of LQ mean: the share of pairs in it and the median GT/LQ brightness ratio (nan when empty)."""
+    rows = []
+    for low, high in BANDS:
+        inside = (lq >= low) & (lq < high)
+        ratio = (
+            (gt[inside] / lq[inside].clamp_min(1e-6)).median() if inside.any() else torch.tensor(float("nan"))
+        )
+        rows.append({"low": low, "high": high, "share": float(inside.float().mean()), "ratio": float(ratio)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m refusion_pl.train")
+    parser.add_argument("--pairs", type=int, default=3000, help="training pairs to draw (3000)")
+    args = parser.parse_args()
+    lq, gt = training_means(args.overrides, args.pairs)
+    print(f"{len(lq)} training pairs of: {' '.join(args.overrides) or '(defaults)'}")
+    print("| LQ mean | share of pairs | median GT/LQ brightness |")
+    print("|---|---|---|")
+    for row in exposure_table(lq, gt):
+        print(f"| {row['low']:.2f}-{row['high']:.2f} | {row['share']:.3f} | {row['ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
