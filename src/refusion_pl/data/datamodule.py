@@ -146,12 +146,8 @@ class PairedDataModule(L.LightningDataModule):
         )
         self.dark_gamma = _numbers("dark_gamma", dark_gamma)
         self.mild_severity = _numbers("mild_severity", mild_severity)
-        for key in (
-            "dark_gain",
-            "dark_gamma",
-            "mild_severity",
-        ):  # plain floats: checkpoints load weights-only
-            self.hparams[key] = list(getattr(self, key))
+        for key in ("dark_gain", "dark_gamma", "mild_severity"):
+            self.hparams[key] = list(getattr(self, key))  # plain floats: checkpoints load weights-only
         self.degrade_window, self.recolour_prob = degrade_window, recolour_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
@@ -209,11 +205,15 @@ class PairedDataModule(L.LightningDataModule):
             )
         if not 0.0 <= self.dark_prob <= 1.0:
             raise DataError(f"data.dark_prob={self.dark_prob} must be in [0, 1]")
-        for key, bottom, top in (("dark_gain", 0, 1), ("dark_gamma", 0, 10), ("mild_severity", None, 1)):
+        for key, zero_allowed, top in (
+            ("dark_gain", False, 1),
+            ("dark_gamma", False, 10),
+            ("mild_severity", True, 1),
+        ):
             bounds = getattr(self, key)
-            low_ok = len(bounds) == 2 and (bounds[0] >= 0 if bottom is None else bounds[0] > bottom)
+            low_ok = len(bounds) == 2 and (bounds[0] >= 0 if zero_allowed else bounds[0] > 0)
             if not low_ok or not bounds[0] <= bounds[1] <= top:
-                relation = "0 <= low" if bottom is None else "0 < low"
+                relation = "0 <= low" if zero_allowed else "0 < low"
                 raise DataError(
                     f"data.{key}={list(bounds)} must be [low, high] with {relation} <= high <= {top}"
                 )

@@ -397,7 +397,8 @@ def milder(lq: Tensor, gt: Tensor, severity: float) -> Tensor:
 
     Trained only on full-strength degradations, a model "restores" every input by that much, so a photo that
     needs little comes out worse than it went in (a bright photo through a low-light model). Blended pairs
-    teach it that the amount to restore depends on the input (``data.mild_prob``).
+    teach it that the amount to restore depends on the input (``data.mild_prob``). ``data.mild_severity`` bounds
+    the amount: on low light a blend half-way to a full degradation looks like a dark photo that needs brightening.
     """
     return gt + severity * (lq - gt)
 
