@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from refusion_pl.config import register_schemas
+from refusion_pl.config import CONFIG_DIR, register_schemas
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 BANDS = (
     (0.0, 0.03),
     (0.03, 0.07),
