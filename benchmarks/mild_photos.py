@@ -66,6 +66,7 @@ def latent_anatomy(
         generator=torch.Generator().manual_seed(seed),
         spacing=module.val_cfg.get("spacing", "ou"),
         temperature=module.temperature,
+        shift_jitter=module.shift_jitter,
     )
     ceiling = autoencoder.decode_restored(target, hidden).clamp(0, 1)
     scores = {

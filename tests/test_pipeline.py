@@ -7,7 +7,7 @@ import torch
 
 from refusion_pl.checkpoints import load_original_state_dict
 from refusion_pl.models import ConditionalNAFNet, UNetAutoencoder
-from refusion_pl.pipeline import add_edge_margin, remove_edge_margin, restore
+from refusion_pl.pipeline import ShiftJitter, add_edge_margin, remove_edge_margin, restore, sample_mean
 from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 from tests.conftest import load_fixture
@@ -121,3 +121,70 @@ def test_temperature_zero_restores_deterministically_from_the_input_latent():
     assert torch.equal(again, cold) and len(calls) == 3  # identical draws: sampled once, not 4 times
     warm = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), **how)
     assert (warm - cold).abs().max() > 1e-3
+
+
+class PhaseStamp(torch.nn.Module):
+    """A toy noise model whose prediction carries a row grid at a fixed phase of its input, like a small
+    network's coarsest scale: 1 on every ``period``-th row of what it is given, 0 elsewhere."""
+
+    pad_multiple = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(tuple(x.shape[-2:]))
+        stamp = torch.zeros_like(x)
+        stamp[..., :: self.pad_multiple, :] = 1.0
+        return stamp
+
+
+def row_grid(image: torch.Tensor, period: int = 8) -> float:
+    """Spread of the mean row value over the row phases modulo `period`: 0 for no row grid."""
+    rows = image.mean(dim=(0, 1, 3))
+    phases = torch.stack([rows[phase::period].mean() for phase in range(period)])
+    return float(phases.max() - phases.min())
+
+
+@torch.no_grad()
+def test_shift_jitter_moves_the_network_grid_every_step_and_crops_back():
+    net = PhaseStamp()
+    jitter = ShiftJitter(net, period=8, seed=0)
+    x = torch.rand(1, 4, 21, 30)
+    outputs = [jitter(x, x, torch.zeros(1, dtype=torch.int64)) for _ in range(12)]
+    assert all(out.shape == x.shape for out in outputs)
+    assert all(height % 8 == 0 and width % 8 == 0 for height, width in net.inputs)  # padded, never zeros
+    first_rows = {int(out[0, 0, :, 0].nonzero()[0]) for out in outputs}
+    assert len(first_rows) > 3  # the stamp lands at different phases of the image
+    again = ShiftJitter(PhaseStamp(), period=8, seed=0)
+    assert all(torch.equal(a, again(x, x, torch.zeros(1))) for a in outputs)  # reproducible from the seed
+    tiny = torch.rand(1, 4, 2, 3)
+    assert jitter(tiny, tiny, torch.zeros(1)).shape == tiny.shape  # too small to mirror: replicated
+
+
+@torch.no_grad()
+def test_shift_jitter_averages_out_the_grid_a_network_adds_every_step():
+    sde = IRSDE(max_sigma=50, T=100)
+    mu = torch.full((1, 4, 64, 64), 0.5)
+    how = {"sampler": "ode", "steps": 20, "temperature": 0.0}
+    fixed = sample_mean(sde, PhaseStamp(), mu, **how)
+    jittered = sample_mean(sde, PhaseStamp(), mu, shift_jitter=True, **how)
+    assert row_grid(fixed) > 0.05  # the stamp adds up at one phase: a visible grid
+    assert row_grid(jittered) < row_grid(fixed) / 3
+    assert abs(float(jittered.mean() - fixed.mean())) < 0.02 * float(fixed.std() + 1)  # same overall change
+
+
+@torch.no_grad()
+def test_shift_jitter_changes_only_the_network_phase_of_a_restoration():
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 40, 56)
+    ae, net = tiny_latent_model()
+    how = {"sampler": "posterior", "steps": 3}
+    plain = restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), **how)
+    jittered = [
+        restore(sde, net, lq, ae, generator=torch.Generator().manual_seed(0), shift_jitter=True, **how)
+        for _ in range(2)
+    ]
+    assert torch.equal(jittered[0], jittered[1])  # reproducible
+    assert (jittered[0] - plain).abs().max() > 1e-4

@@ -428,6 +428,30 @@ def test_temperature_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ck
     assert (outputs["none"] - warm(image)).abs().max() > 1e-3
 
 
+def test_shift_jitter_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ckpt, tmp_path):
+    device = torch.device("cpu")
+    module = restore_mod.load_model(latent_ckpt, None, None, device)
+    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", shift_jitter=None)
+    assert restore_mod.Restorer.from_config(cfg, module, device).shift_jitter is False
+    module.val_cfg["shift_jitter"] = True
+    assert restore_mod.Restorer.from_config(cfg, module, device).shift_jitter is True
+    for bad in (1, "yes"):
+        cfg.shift_jitter = bad
+        with pytest.raises(RestoreError, match="shift_jitter"):
+            restore_mod.Restorer.from_config(cfg, module, device)
+    image, outputs = photo(40, 48), {}
+    for tile in ("none", 16):
+        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, shift_jitter=None)
+        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
+    assert (outputs["none"] - outputs[16]).abs().max() < 1e-4
+    in_module = module.restore(image[None], steps=2, generator=torch.Generator().manual_seed(0))
+    assert (outputs["none"] - in_module[0]).abs().max() < 1e-4  # validation restores as the CLI does
+    off = restore_mod.Restorer.from_config(
+        config(latent_ckpt, tmp_path, tmp_path / "o", shift_jitter=False), module, device
+    )
+    assert (outputs["none"] - off(image)).abs().max() > 1e-4
+
+
 def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ckpt, tmp_path):
     device = torch.device("cpu")
     module = restore_mod.load_model(latent_ckpt, None, None, device)

@@ -241,6 +241,7 @@ class ValConfig:
     edge_margin: int = 16
     samples: int = 1
     temperature: float = 1.0
+    shift_jitter: bool = False
     channels_last: bool = True
     compile: bool = False
 

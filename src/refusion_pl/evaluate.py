@@ -232,6 +232,7 @@ def evaluate(cfg: DictConfig, datamodule: Any | None = None) -> dict[str, Any]:
         "spacing": restorer.spacing,
         "samples": restorer.samples,
         "temperature": restorer.temperature,
+        "shift_jitter": restorer.shift_jitter,
         "sample_steps": restorer.steps or module.sde.T,
         "trained_steps": module.sde.T,
         "prediction": module.prediction,

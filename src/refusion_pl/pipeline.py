@@ -50,20 +50,58 @@ def remove_edge_margin(image: torch.Tensor, margin: int) -> torch.Tensor:
     return image[..., margin : image.shape[-2] - margin, margin : image.shape[-1] - margin]
 
 
-def sample_mean(sde: IRSDE, net: nn.Module, mu: torch.Tensor, samples: int = 1, **how: Any) -> torch.Tensor:
+class ShiftJitter(nn.Module):
+    """A noise model evaluated, at every call, on its inputs shifted by a fresh offset below ``period`` pixels.
+
+    A network with ``k`` downsamplings works on a grid of ``period = 2 ** k`` pixels, and a small one leaves
+    that grid in what it predicts. Sampling calls it once per step: evaluated at the same phase every time, the
+    grid adds up into a visible plaid (latent models: 64-px bands); at a fresh phase every step it averages
+    out. The shift mirrors ``dx`` / ``dy`` pixels in at the top left and rounds the far sides up to a multiple
+    of ``period`` the same way, so the network pads no zeros. Offsets come from their own generator seeded with
+    ``seed``: the result is as reproducible as without, and the sampler's noise draws are unchanged.
+    """
+
+    def __init__(self, net: nn.Module, period: int, seed: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.period = int(period)
+        self.pad_multiple = self.period
+        self.offsets = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, *args: Any) -> torch.Tensor:
+        dy, dx = (int(v) for v in torch.randint(self.period, (2,), generator=self.offsets))
+        height, width = x.shape[-2:]
+        pads = (dx, -(width + dx) % self.period, dy, -(height + dy) % self.period)
+        if not any(pads):
+            return self.net(x, mu, t, *args)
+        mode = "reflect" if max(pads[:2]) < width and max(pads[2:]) < height else "replicate"
+        x, mu = (torch.nn.functional.pad(v, pads, mode=mode) for v in (x, mu))
+        return self.net(x, mu, t, *args)[..., dy : dy + height, dx : dx + width]
+
+
+def sample_mean(
+    sde: IRSDE, net: nn.Module, mu: torch.Tensor, samples: int = 1, shift_jitter: bool = False, **how: Any
+) -> torch.Tensor:
     """The mean of ``samples`` reverse-SDE draws from ``mu`` (drawn one after another from ``how['generator']``).
 
     Each draw's error has a random part (latent models: colour blotches that move with the seed); averaging keeps
     what the draws agree on, an estimate of the posterior mean: higher PSNR, less blotchy, less sharp.
-    At ``how['temperature'] == 0`` every draw is the same deterministic path, so it is sampled once.
+    At ``how['temperature'] == 0`` every draw is the same deterministic path, so it is sampled once (unless
+    ``shift_jitter`` gives each draw its own shifts, ``ShiftJitter``, whose mean then smooths the grid further).
     """
     if samples < 1:
         raise ValueError(f"samples={samples!r} must be >= 1")
-    if how.get("temperature", 1.0) == 0:
+    if how.get("temperature", 1.0) == 0 and not shift_jitter:
         samples = 1
-    total = sample(sde, net, mu, **how)
-    for _ in range(samples - 1):
-        total = total + sample(sde, net, mu, **how)  # out of place: a draw may share memory with mu
+    period = int(getattr(net, "pad_multiple", 1))
+
+    def draw(index: int) -> torch.Tensor:
+        model = ShiftJitter(net, period, seed=index) if shift_jitter and period > 1 else net
+        return sample(sde, model, mu, **how)
+
+    total = draw(0)
+    for index in range(1, samples):
+        total = total + draw(index)  # out of place: a draw may share memory with mu
     return total / samples
 
 
@@ -82,6 +120,7 @@ def restore(
     edge_margin: int = 0,
     samples: int = 1,
     temperature: float = 1.0,
+    shift_jitter: bool = False,
 ) -> torch.Tensor:
     """Sample the reverse IR-SDE from the degraded image (or its latent) and return the restored image in [0, 1].
 
@@ -90,7 +129,8 @@ def restore(
     networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
     ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
     ``samples`` > 1 averages that many draws before decoding (``sample_mean``); ``temperature`` scales the
-    sampler's noise (``sampling.sample``; 0: deterministic).
+    sampler's noise (``sampling.sample``; 0: deterministic); ``shift_jitter`` evaluates the network at a fresh
+    grid phase every step (``ShiftJitter``).
     """
     how = dict(
         sampler=sampler,
@@ -99,6 +139,7 @@ def restore(
         progress=progress,
         spacing=spacing,
         temperature=temperature,
+        shift_jitter=shift_jitter,
     )
     if edge_margin:
         padded, used = add_edge_margin(lq, edge_margin)

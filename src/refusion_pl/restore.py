@@ -169,6 +169,15 @@ def parse_temperature(value: Any, checkpoint_value: float) -> float:
         raise RestoreError(f"{err}, or null for the checkpoint's own") from None
 
 
+def parse_flag(key: str, value: Any, checkpoint_value: bool) -> bool:
+    """A true/false setting of a restore/evaluate config, or null for the checkpoint's own."""
+    if value is None:
+        return bool(checkpoint_value)
+    if not isinstance(value, bool):
+        raise RestoreError(f"{key}={value!r}: give true or false, or null for the checkpoint's own")
+    return value
+
+
 def parse_count(key: str, value: Any, checkpoint_value: int, low: int) -> int:
     """An integer setting >= ``low`` of a restore/evaluate config, or null for the checkpoint's own."""
     if value is None:
@@ -203,6 +212,7 @@ class Restorer:
     edge_margin: int = 0  # mirrored margin restored around the image, then cropped (pipeline.add_edge_margin)
     samples: int = 1  # reverse-SDE draws averaged (pipeline.sample_mean)
     temperature: float = 1.0  # scale of the sampler's noise; 0: deterministic (sampling.sample)
+    shift_jitter: bool = False  # a fresh grid phase for the network at every step (pipeline.ShiftJitter)
     last_tile: int | None = field(default=None, init=False)
 
     @classmethod
@@ -219,6 +229,7 @@ class Restorer:
             "edge_margin": parse_count("edge_margin", cfg.get("edge_margin"), module.edge_margin, 0),
             "samples": parse_count("samples", cfg.get("samples"), module.samples, 1),
             "temperature": parse_temperature(cfg.get("temperature"), module.temperature),
+            "shift_jitter": parse_flag("shift_jitter", cfg.get("shift_jitter"), module.shift_jitter),
             **overrides,
         }
         return cls(module=module, device=device, **settings)
@@ -298,6 +309,7 @@ class Restorer:
                 whole_rows=self.views > 1,
                 samples=self.samples,
                 temperature=self.temperature,
+                shift_jitter=self.shift_jitter,
             )
         return remove_edge_margin(out, margin)[0].float().cpu()
 

@@ -371,6 +371,7 @@ class BlendedTiles(nn.Module):
         self.whole_rows = whole_rows
         self.overlap = min(overlap, tile // 2)
         self.align = align or getattr(net, "pad_multiple", 1)
+        self.pad_multiple = getattr(net, "pad_multiple", 1)
         self._weights: dict[tuple, tuple[list, Tensor]] = {}
 
     def layout(self, height: int, width: int, device: torch.device) -> tuple[list, Tensor]:
@@ -565,6 +566,7 @@ def restore_tiled(
     spacing: str = "ou",
     samples: int = 1,
     temperature: float = 1.0,
+    shift_jitter: bool = False,
 ) -> Tensor:
     """``pipeline.restore`` with tiles of ``tile`` pixels (None: untiled); same noise draws, same result.
 
@@ -587,6 +589,7 @@ def restore_tiled(
             spacing,
             samples=samples,
             temperature=temperature,
+            shift_jitter=shift_jitter,
         )
     net = with_scalars(net, cond_scalars)
     how = {
@@ -596,6 +599,7 @@ def restore_tiled(
         "progress": progress,
         "spacing": spacing,
         "temperature": temperature,
+        "shift_jitter": shift_jitter,
     }
     if autoencoder is None:
         model = BlendedTiles(net, tile or latent_tile, overlap, whole_rows=whole_rows)  # type: ignore[arg-type]

@@ -283,12 +283,14 @@ class DiffusionModule(RestorationModule):
         edge_margin: int | None = None,
         samples: int | None = None,
         temperature: float | None = None,
+        shift_jitter: bool | None = None,
     ) -> torch.Tensor:
         """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
 
-        ``sampler``, ``spacing``, ``edge_margin``, ``samples`` and ``temperature`` default to the checkpoint's
-        ``val`` settings (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints that predate it
-        and for converted originals, ``val.samples`` and ``val.temperature``: 1 unless set).
+        ``sampler``, ``spacing``, ``edge_margin``, ``samples``, ``temperature`` and ``shift_jitter`` default to the
+        checkpoint's ``val`` settings (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints
+        that predate it and for converted originals, ``val.samples``, ``val.temperature``: 1 unless set, and
+        ``val.shift_jitter``: off unless set).
         """
         return restore(
             self.sde,
@@ -304,6 +306,7 @@ class DiffusionModule(RestorationModule):
             edge_margin=self.edge_margin if edge_margin is None else edge_margin,
             samples=self.samples if samples is None else samples,
             temperature=self.temperature if temperature is None else temperature,
+            shift_jitter=self.shift_jitter if shift_jitter is None else shift_jitter,
         )
 
     @property
@@ -320,6 +323,11 @@ class DiffusionModule(RestorationModule):
     def temperature(self) -> float:
         """Scale of the sampler's noise (``sampling.sample``; 0: deterministic): ``val.temperature``."""
         return float(self.val_cfg.get("temperature", 1.0))
+
+    @property
+    def shift_jitter(self) -> bool:
+        """Evaluate the network at a fresh grid phase every step (``pipeline.ShiftJitter``): ``val.shift_jitter``."""
+        return bool(self.val_cfg.get("shift_jitter", False))
 
     def prepare_for_inference(
         self, device: torch.device | str | None = None, settings: dict[str, Any] | None = None
