@@ -1,8 +1,9 @@
-"""How strong a block grid and an edge frame a latent run leaves in its restorations, and whether stage 1 already
-puts them there.
+"""How strong a block grid and an edge frame a run leaves in its restorations, and (latent runs) whether stage 1
+already puts them there.
 
-For each run directory (`python -m refusion_pl.train` output with both stages), restores the whole held-out photos
-and decodes each GT latent through the LQ's skips (the stage-1 ceiling), then scores each image:
+For each run directory (`python -m refusion_pl.train` output), restores the whole held-out photos and, for latent
+runs, decodes each GT latent through the LQ's skips (the stage-1 ceiling; pixel runs have none), then scores each
+image:
 - grid: the mean horizontal gradient at the worst column phase modulo ``--period`` over the median phase, with the
   outer ``--border`` pixels left out (a bad first column would otherwise read as a grid: column 0 is on every
   period's grid); and the same for rows (the vertical gradient), since a plaid has both. A clean photo scores
@@ -12,11 +13,13 @@ and decodes each GT latent through the LQ's skips (the stage-1 ceiling), then sc
   as the rest, 2 a visible frame.
 
     .venv/bin/python benchmarks/block_grid.py outputs/lowlight/runs/A outputs/lowlight/runs/B
+    .venv/bin/python benchmarks/block_grid.py PIXEL_RUN PIXEL_RUN-jitter --period 8
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -61,43 +64,55 @@ def best_checkpoint(run_dir: Path) -> Path:
 def score_run(
     run_dir: Path, period: int, photos: int | None = None, seed: int = 0
 ) -> list[dict[str, float | str]]:
-    """Grid, edge and PSNR of the restoration and the stage-1 ceiling of each held-out photo (the first `photos`)."""
+    """Grid, edge and PSNR of the restoration and the stage-1 ceiling of each held-out photo (the first `photos`);
+    pixel runs have no ceiling (NaN)."""
     module = DiffusionModule.from_checkpoint(best_checkpoint(run_dir))
-    if module.autoencoder is None:
-        raise ValueError(f"{run_dir} is a pixel-space run: it has no stage-1 ceiling to compare with")
-    ae = module.autoencoder.eval()
+    ae = None if module.autoencoder is None else module.autoencoder.eval()
     rows = []
     for name, lq, gt, _ in held_out_pairs(module.run_config["data"])[:photos]:
         lq, gt = lq[None], gt[None]
-        latent_gt, _ = ae.encode(gt)
-        _, hidden = ae.encode(lq)
-        ceiling = ae.decode_restored(latent_gt, hidden).clamp(0, 1)
+        ceiling = None
+        if ae is not None:
+            latent_gt, _ = ae.encode(gt)
+            _, hidden = ae.encode(lq)
+            ceiling = ae.decode_restored(latent_gt, hidden).clamp(0, 1)
         generator = torch.Generator().manual_seed(seed)
         restored = module.restore(lq, steps=default_steps(module), generator=generator)
+        nan = float("nan")
         rows.append(
             {
                 "photo": name,
                 "target": grid_score(gt, period),
-                "ceiling": grid_score(ceiling, period),
+                "ceiling": nan if ceiling is None else grid_score(ceiling, period),
                 "restored": grid_score(restored, period),
                 "target_rows": grid_score(gt, period, rows=True),
-                "ceiling_rows": grid_score(ceiling, period, rows=True),
+                "ceiling_rows": nan if ceiling is None else grid_score(ceiling, period, rows=True),
                 "restored_rows": grid_score(restored, period, rows=True),
-                "ceiling_edge": edge_score(ceiling, gt),
+                "ceiling_edge": nan if ceiling is None else edge_score(ceiling, gt),
                 "restored_edge": edge_score(restored, gt),
-                "ceiling_psnr": float(psnr_per_image(ceiling, gt)[0]),
+                "ceiling_psnr": nan if ceiling is None else float(psnr_per_image(ceiling, gt)[0]),
                 "restored_psnr": float(psnr_per_image(restored, gt)[0]),
             }
         )
     return rows
 
 
+def cell(value: float) -> str:
+    """A score to 2 decimals; ``-`` where there is none (a pixel run's ceiling)."""
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories of latent training runs")
-    parser.add_argument("--period", type=int, default=64, help="grid period in pixels (64: the demo's)")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of training runs (both stages)")
+    parser.add_argument(
+        "--period",
+        type=int,
+        default=64,
+        help="grid period in pixels (64: the latent demo's; 8: the pixel demo's)",
+    )
     parser.add_argument("--photos", type=int, default=None, help="score the first N held-out photos (all)")
     args = parser.parse_args()
     print(
@@ -107,13 +122,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         for s in score_run(run, args.period, args.photos):
-            print(
-                f"| {run} | {s['photo']} | {s['target']:.2f} | {s['ceiling']:.2f} | {s['restored']:.2f} | "
-                f"{s['target_rows']:.2f} | {s['ceiling_rows']:.2f} | {s['restored_rows']:.2f} | "
-                f"{s['ceiling_edge']:.2f} | {s['restored_edge']:.2f} | {s['ceiling_psnr']:.2f} | "
-                f"{s['restored_psnr']:.2f} |",
-                flush=True,
-            )
+            keys = ["target", "ceiling", "restored", "target_rows", "ceiling_rows", "restored_rows"]
+            keys += ["ceiling_edge", "restored_edge", "ceiling_psnr", "restored_psnr"]
+            print(f"| {run} | {s['photo']} | " + " | ".join(cell(s[key]) for key in keys) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -382,10 +382,9 @@ def test_mild_severity_is_a_task_property(compose_config):
     assert list(compose_config("task=lowlight", "data.mild_severity=[0,1]").data.mild_severity) == [0, 1]
 
 
-def test_shift_jitter_is_on_for_the_latent_demo_only(compose_config):
-    """The latent demo restores with a fresh grid phase every step; trained runs by default and the pixel demo
-    (measured without it) sample as the original does."""
+def test_shift_jitter_is_on_for_the_demos_only(compose_config):
+    """Both demos restore with a fresh grid phase every step; trained runs by default sample as the original."""
     assert compose_config().val.shift_jitter is False
     assert compose_config("experiment=demo").val.shift_jitter is True
-    assert compose_config("experiment=demo_pixel").val.shift_jitter is False
+    assert compose_config("experiment=demo_pixel").val.shift_jitter is True
     validate_config(compose_config("experiment=demo"))
