@@ -188,3 +188,16 @@ def test_shift_jitter_changes_only_the_network_phase_of_a_restoration():
     ]
     assert torch.equal(jittered[0], jittered[1])  # reproducible
     assert (jittered[0] - plain).abs().max() > 1e-4
+
+    constant = PhaseStamp()
+    constant.forward = lambda x, mu, t: torch.full_like(
+        x, 0.1
+    )  # the same at every phase: shifts change nothing
+    latent = ae.encode(lq)[0]
+    draws = [
+        sample_mean(
+            sde, constant, latent, generator=torch.Generator().manual_seed(3), shift_jitter=jit, **how
+        )
+        for jit in (False, True)
+    ]
+    assert torch.equal(draws[0], draws[1])  # the sampler's noise draws are the same with and without

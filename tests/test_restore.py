@@ -404,52 +404,52 @@ def test_samples_are_the_checkpoints_unless_given_and_tile_exactly(latent_ckpt, 
     assert (outputs["none"] - one(image)).abs().max() > 1e-3
 
 
-def test_temperature_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ckpt, tmp_path):
+def checkpoint_setting(ckpt: Path, tmp_path: Path, key: str, default: Any, stored: Any, bad: tuple) -> Any:
+    """The module of `ckpt` after checking that `key` null in the config follows the checkpoint's `val.<key>`
+    (`default`, then `stored` once set) and that each `bad` value is refused by name; `val.<key>` = `stored`."""
     device = torch.device("cpu")
-    module = restore_mod.load_model(latent_ckpt, None, None, device)
-    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", temperature=None)
-    assert restore_mod.Restorer.from_config(cfg, module, device).temperature == 1.0
-    module.val_cfg["temperature"] = 0.0
-    assert restore_mod.Restorer.from_config(cfg, module, device).temperature == 0.0
-    for bad in (-1, "warm", float("nan")):
-        cfg.temperature = bad
-        with pytest.raises(RestoreError, match="temperature"):
+    module = restore_mod.load_model(ckpt, None, None, device)
+    cfg = config(ckpt, tmp_path, tmp_path / "out", **{key: None})
+    assert getattr(restore_mod.Restorer.from_config(cfg, module, device), key) == default
+    module.val_cfg[key] = stored
+    assert getattr(restore_mod.Restorer.from_config(cfg, module, device), key) == stored
+    for value in bad:
+        cfg[key] = value
+        with pytest.raises(RestoreError, match=key):
             restore_mod.Restorer.from_config(cfg, module, device)
+    return module
+
+
+def restored_with_and_without_tiles(ckpt: Path, tmp_path: Path, module: Any, key: str) -> tuple[Any, Any]:
+    """A photo and its restoration at the checkpoint's own `key`, after checking that tiles restore it exactly."""
     image, outputs = photo(40, 48), {}
     for tile in ("none", 16):
-        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, temperature=None)
-        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
+        cfg = config(ckpt, tmp_path, tmp_path / "out", tile=tile, **{key: None})
+        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, torch.device("cpu"))(image)
     assert (outputs["none"] - outputs[16]).abs().max() < 1e-4
-    cold = module.restore(image[None], steps=2, generator=torch.Generator().manual_seed(7))
-    assert (outputs["none"] - cold[0]).abs().max() < 1e-4  # the seed does not matter at temperature 0
+    return image, outputs["none"]
+
+
+def test_temperature_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ckpt, tmp_path):
+    module = checkpoint_setting(latent_ckpt, tmp_path, "temperature", 1.0, 0.0, (-1, "warm", float("nan")))
+    image, cold = restored_with_and_without_tiles(latent_ckpt, tmp_path, module, "temperature")
+    in_module = module.restore(image[None], steps=2, generator=torch.Generator().manual_seed(7))
+    assert (cold - in_module[0]).abs().max() < 1e-4  # the seed does not matter at temperature 0
     warm = restore_mod.Restorer.from_config(
-        config(latent_ckpt, tmp_path, tmp_path / "o", temperature=1), module, device
+        config(latent_ckpt, tmp_path, tmp_path / "o", temperature=1), module, torch.device("cpu")
     )
-    assert (outputs["none"] - warm(image)).abs().max() > 1e-3
+    assert (cold - warm(image)).abs().max() > 1e-3
 
 
 def test_shift_jitter_is_the_checkpoints_unless_given_and_tiles_exactly(latent_ckpt, tmp_path):
-    device = torch.device("cpu")
-    module = restore_mod.load_model(latent_ckpt, None, None, device)
-    cfg = config(latent_ckpt, tmp_path, tmp_path / "out", shift_jitter=None)
-    assert restore_mod.Restorer.from_config(cfg, module, device).shift_jitter is False
-    module.val_cfg["shift_jitter"] = True
-    assert restore_mod.Restorer.from_config(cfg, module, device).shift_jitter is True
-    for bad in (1, "yes"):
-        cfg.shift_jitter = bad
-        with pytest.raises(RestoreError, match="shift_jitter"):
-            restore_mod.Restorer.from_config(cfg, module, device)
-    image, outputs = photo(40, 48), {}
-    for tile in ("none", 16):
-        cfg = config(latent_ckpt, tmp_path, tmp_path / "out", tile=tile, shift_jitter=None)
-        outputs[tile] = restore_mod.Restorer.from_config(cfg, module, device)(image)
-    assert (outputs["none"] - outputs[16]).abs().max() < 1e-4
+    module = checkpoint_setting(latent_ckpt, tmp_path, "shift_jitter", False, True, (1, "yes"))
+    image, jittered = restored_with_and_without_tiles(latent_ckpt, tmp_path, module, "shift_jitter")
     in_module = module.restore(image[None], steps=2, generator=torch.Generator().manual_seed(0))
-    assert (outputs["none"] - in_module[0]).abs().max() < 1e-4  # validation restores as the CLI does
+    assert (jittered - in_module[0]).abs().max() < 1e-4  # validation restores as the CLI does
     off = restore_mod.Restorer.from_config(
-        config(latent_ckpt, tmp_path, tmp_path / "o", shift_jitter=False), module, device
+        config(latent_ckpt, tmp_path, tmp_path / "o", shift_jitter=False), module, torch.device("cpu")
     )
-    assert (outputs["none"] - off(image)).abs().max() > 1e-4
+    assert (jittered - off(image)).abs().max() > 1e-4
 
 
 def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ckpt, tmp_path):
