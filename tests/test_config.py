@@ -382,9 +382,12 @@ def test_mild_severity_is_a_task_property(compose_config):
     assert list(compose_config("task=lowlight", "data.mild_severity=[0,1]").data.mild_severity) == [0, 1]
 
 
-def test_shift_jitter_is_on_for_the_demos_only(compose_config):
-    """Both demos restore with a fresh grid phase every step; trained runs by default sample as the original."""
-    assert compose_config().val.shift_jitter is False
-    assert compose_config("experiment=demo").val.shift_jitter is True
-    assert compose_config("experiment=demo_pixel").val.shift_jitter is True
-    validate_config(compose_config("experiment=demo"))
+def test_shift_jitter_is_on_for_the_demos_but_not_for_shadow(compose_config):
+    """Both demos restore with a fresh grid phase every step, except on shadow (its task says so); trained runs by
+    default sample as the original; an override still wins."""
+    assert compose_config("task=lowlight").val.shift_jitter is False
+    assert compose_config("task=lowlight", "experiment=demo").val.shift_jitter is True
+    assert compose_config("task=lowlight", "experiment=demo_pixel").val.shift_jitter is True
+    assert compose_config("task=shadow", "experiment=demo").val.shift_jitter is False
+    assert compose_config("task=shadow", "experiment=demo", "val.shift_jitter=true").val.shift_jitter is True
+    validate_config(compose_config("task=denoise", "experiment=demo"))

@@ -404,8 +404,8 @@ def test_latent_demo_restores_whole_held_out_photos(compose_config, tmp_path, ta
     on shadow; and under other shadow or low-light models no photo comes out more than 3 dB worse.
 
     Measured (2 CPU cores, seed 42, `benchmarks/demo_recipes.py`): low light 8.21 -> 19.53 dB with shift jitter
-    (6.3 min before it, which adds no network calls), shadow 13.92 -> 15.02 dB with it (15.52 dB in 6.6-8.0 min
-    before it, seeds 1 and 2); worst photo under other models +0.83 (low light, shift
+    (6.3 min before it, which adds no network calls), shadow 13.92 -> 15.72 dB without it (6.6-8.0 min, seeds 1
+    and 2); worst photo under other models +0.83 (low light, shift
     jitter) and -0.24 dB
     (`benchmarks/degradation_shift.py`).
     """

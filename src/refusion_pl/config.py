@@ -163,6 +163,8 @@ class TaskConfig:
     crop_border: int = 0
     degradation: dict[str, Any] = field(default_factory=dict)
     mild_severity: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    # The demos' val.shift_jitter: off where lifting whole regions needs one grid phase (shadow).
+    shift_jitter: bool = True
 
 
 @dataclass
