@@ -60,6 +60,16 @@ def best_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
+def ceiling_scores(ae: torch.nn.Module | None, lq: torch.Tensor, gt: torch.Tensor, period: int) -> dict:
+    """Grid, edge and PSNR of the stage-1 ceiling (the GT latent through the LQ's skips); NaN without stage 1."""
+    keys = ("ceiling", "ceiling_rows", "ceiling_edge", "ceiling_psnr")
+    if ae is None:
+        return dict.fromkeys(keys, float("nan"))
+    ceiling = ae.decode_restored(ae.encode(gt)[0], ae.encode(lq)[1]).clamp(0, 1)
+    scores = (grid_score(ceiling, period), grid_score(ceiling, period, rows=True), edge_score(ceiling, gt))
+    return dict(zip(keys, (*scores, float(psnr_per_image(ceiling, gt)[0])), strict=True))
+
+
 @torch.no_grad()
 def score_run(
     run_dir: Path, period: int, photos: int | None = None, seed: int = 0
@@ -71,29 +81,18 @@ def score_run(
     rows = []
     for name, lq, gt, _ in held_out_pairs(module.run_config["data"])[:photos]:
         lq, gt = lq[None], gt[None]
-        ceiling = None
-        if ae is not None:
-            latent_gt, _ = ae.encode(gt)
-            _, hidden = ae.encode(lq)
-            ceiling = ae.decode_restored(latent_gt, hidden).clamp(0, 1)
         generator = torch.Generator().manual_seed(seed)
         restored = module.restore(lq, steps=default_steps(module), generator=generator)
-        nan = float("nan")
-        rows.append(
-            {
-                "photo": name,
-                "target": grid_score(gt, period),
-                "ceiling": nan if ceiling is None else grid_score(ceiling, period),
-                "restored": grid_score(restored, period),
-                "target_rows": grid_score(gt, period, rows=True),
-                "ceiling_rows": nan if ceiling is None else grid_score(ceiling, period, rows=True),
-                "restored_rows": grid_score(restored, period, rows=True),
-                "ceiling_edge": nan if ceiling is None else edge_score(ceiling, gt),
-                "restored_edge": edge_score(restored, gt),
-                "ceiling_psnr": nan if ceiling is None else float(psnr_per_image(ceiling, gt)[0]),
-                "restored_psnr": float(psnr_per_image(restored, gt)[0]),
-            }
-        )
+        row = {
+            "photo": name,
+            "target": grid_score(gt, period),
+            "restored": grid_score(restored, period),
+            "target_rows": grid_score(gt, period, rows=True),
+            "restored_rows": grid_score(restored, period, rows=True),
+            "restored_edge": edge_score(restored, gt),
+            "restored_psnr": float(psnr_per_image(restored, gt)[0]),
+        }
+        rows.append({**row, **ceiling_scores(ae, lq, gt, period)})
     return rows
 
 

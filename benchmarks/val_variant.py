@@ -43,7 +43,7 @@ def write_variant(run_dir: Path, out_dir: Path, settings: dict[str, object]) -> 
             (out_dir / entry.name).symlink_to(entry.resolve())
     written = []
     for checkpoint in checkpoints:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         state["hyper_parameters"]["val"] = {**(state["hyper_parameters"].get("val") or {}), **settings}
         target = out_dir / "diffusion" / "checkpoints" / checkpoint.name
         atomic_write(target, lambda path, state=state: torch.save(state, path))

@@ -189,10 +189,10 @@ def test_shift_jitter_changes_only_the_network_phase_of_a_restoration():
     assert torch.equal(jittered[0], jittered[1])  # reproducible
     assert (jittered[0] - plain).abs().max() > 1e-4
 
-    constant = PhaseStamp()
-    constant.forward = lambda x, mu, t: torch.full_like(
-        x, 0.1
-    )  # the same at every phase: shifts change nothing
+    constant = (
+        PhaseStamp()
+    )  # for its pad_multiple; it predicts the same at every phase: shifts change nothing
+    constant.forward = lambda x, mu, t: torch.full_like(x, 0.1)
     latent = ae.encode(lq)[0]
     draws = [
         sample_mean(
