@@ -250,6 +250,7 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
     # net=paper for bokeh: the published bokeh sizes, not the shadow model's
     assert dict(bokeh.net.nafnet) == {
         "width": 64, "enc_blk_nums": [2, 2, 4, 8], "middle_blk_num": 12, "dec_blk_nums": [2, 2, 2, 2], "variant": "bokeh",
+        "photo_stats": False,
     }  # fmt: skip
     assert dict(bokeh.net.autoencoder) == {
         "ch": 64,
@@ -272,6 +273,7 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
             ["task=shadow", "data=bokeh"],
             r"data\.layout='bokeh' holds bokeh samples, which only task=bokeh trains",
         ),
+        (["task=bokeh", "net.nafnet.photo_stats=true"], r"net\.nafnet\.photo_stats=true does not combine"),
     ],
 )
 def test_stereo_and_bokeh_mismatches_name_the_keys(compose_config, overrides, message):
@@ -391,3 +393,11 @@ def test_shift_jitter_is_on_for_the_demos_but_not_for_shadow(compose_config):
     assert compose_config("task=shadow", "experiment=demo").val.shift_jitter is False
     assert compose_config("task=shadow", "experiment=demo", "val.shift_jitter=true").val.shift_jitter is True
     validate_config(compose_config("task=denoise", "experiment=demo"))
+
+
+def test_photo_stats_reach_the_data_from_the_network_key(compose_config):
+    """One key: the network conditioned on photo means and the data that computes them (off by default)."""
+    assert compose_config("task=lowlight").data.photo_stats is False
+    cfg = compose_config("task=lowlight", "experiment=demo", "net.nafnet.photo_stats=true")
+    assert cfg.data.photo_stats is True and cfg.net.nafnet.photo_stats is True
+    validate_config(cfg)

@@ -201,3 +201,41 @@ def test_shift_jitter_changes_only_the_network_phase_of_a_restoration():
         for jit in (False, True)
     ]
     assert torch.equal(draws[0], draws[1])  # the sampler's noise draws are the same with and without
+
+
+class MeansSpy(torch.nn.Module):
+    """A photo_stats network that records the scalars it is given and predicts no noise."""
+
+    photo_stats, pad_multiple = 3, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(
+        self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, scalars: torch.Tensor
+    ) -> torch.Tensor:
+        self.seen.append(scalars.expand(x.shape[0], -1).clone())
+        return torch.zeros_like(x)
+
+
+@torch.no_grad()
+def test_photo_stats_networks_see_the_whole_photos_means_through_margins_and_tiles():
+    """Every call, on every tile and behind the mirrored margin, gets the unpadded photo's channel means; given
+    scalars are used as they are."""
+    from refusion_pl.tiling import restore_tiled
+
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 40, 56)
+    lq[..., :20, :] *= 0.1  # a dark top half: its tiles' own means differ from the photo's
+    for run in (
+        lambda net: restore(sde, net, lq, steps=2, edge_margin=6),
+        lambda net: restore_tiled(sde, net, lq, steps=2, tile=24, overlap=8),
+    ):
+        spy = MeansSpy()
+        run(spy)
+        seen = torch.cat(spy.seen)
+        assert len(spy.seen) >= 2 and torch.allclose(seen, lq.mean((-2, -1)).expand_as(seen))
+    spy, given = MeansSpy(), torch.tensor([[0.1, 0.2, 0.3]])
+    restore(sde, spy, lq, steps=2, cond_scalars=given)
+    assert all(torch.equal(seen, given) for seen in spy.seen)

@@ -19,6 +19,7 @@ from refusion_pl import restore as restore_mod
 from refusion_pl.data import io as image_io
 from refusion_pl.data.io import read_image, write_image
 from refusion_pl.lit.diffusion import DiffusionModule
+from refusion_pl.models import ConditionalNAFNet
 from refusion_pl.restore import RestoreError, parse_memory, parse_tile, restore
 from refusion_pl.sampling import sample, sample_between, timestep_schedule
 from refusion_pl.sde import IRSDE
@@ -469,3 +470,26 @@ def test_edge_margin_restores_the_same_tiled_untiled_and_in_validation(latent_ck
         config(latent_ckpt, tmp_path, tmp_path / "o", edge_margin=0), module, device
     )
     assert (unpadded(image) - outputs["none"]).abs().max() > 1e-3  # the margin changed what was restored
+
+
+def test_photo_stats_checkpoints_restore_from_the_whole_photo_tiled_or_not(latent_ckpt, tmp_path):
+    """A photo_stats network gets the photo's own means in the CLI: tiles and the mirrored margin do not change
+    them (tiled = untiled = the module's restore), and other means would give another restoration."""
+    module = restore_mod.load_model(latent_ckpt, None, None, torch.device("cpu"))
+    plain = module.net
+    module.net = ConditionalNAFNet(plain.img_channel, 8, [1, 1], 1, [1, 1], variant="latent", photo_stats=3)
+    module.net.load_state_dict(plain.state_dict(), strict=False)
+    for name, parameter in module.net.named_parameters():  # open the residual scales and the photo embedding
+        if name.endswith((".beta", ".gamma")) or name == "photo_mlp.2.weight":
+            torch.nn.init.constant_(parameter, 0.5)
+    module.val_cfg["edge_margin"] = 8
+    image, restored = restored_with_and_without_tiles(latent_ckpt, tmp_path, module, "edge_margin")
+    generator = torch.Generator().manual_seed(0)
+    assert (restored - module.restore(image[None], steps=2, generator=generator)[0]).abs().max() < 1e-4
+    other = module.restore(
+        image[None],
+        steps=2,
+        generator=torch.Generator().manual_seed(0),
+        cond_scalars=image.mean((-2, -1))[None] * 0.3,
+    )
+    assert (restored - other[0]).abs().max() > 1e-3

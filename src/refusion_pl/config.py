@@ -181,6 +181,9 @@ class NAFNetConfig:
     variant: NetworkVariant | None = (
         None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
     )
+    photo_stats: bool = (
+        False  # condition on the whole input photo's channel means (README, "Photo statistics")
+    )
 
 
 @dataclass
@@ -410,6 +413,11 @@ def _check_variant(cfg: Any) -> None:
         raise ConfigError(
             f"net.nafnet.variant={variant!r} does not fit model={cfg.model.name}, which takes: "
             f"{', '.join(allowed)}{hint}"
+        )
+    if cfg.net.nafnet.photo_stats and variant == "bokeh":
+        raise ConfigError(
+            f"net.nafnet.photo_stats=true does not combine with task={cfg.task.name}'s bokeh network: its "
+            "per-image scalars are the lens settings"
         )
     layout = (cfg.data or {}).get("layout")
     needed = VARIANT_LAYOUTS.get(variant)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from refusion_pl.models.nafnet import photo_means
 from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 
@@ -27,6 +28,14 @@ class WithScalars(nn.Module):
 def with_scalars(net: nn.Module, scalars: torch.Tensor | None) -> nn.Module:
     """``net`` itself without scalars, else ``net`` with them bound."""
     return net if scalars is None else WithScalars(net, scalars)
+
+
+def photo_scalars(net: nn.Module, lq: torch.Tensor, cond_scalars: torch.Tensor | None) -> torch.Tensor | None:
+    """``cond_scalars`` as given, else for ``photo_stats`` networks the channel means of the whole ``lq``: taken
+    before margins and tiles, so every tile is told how dark its whole photo is."""
+    if cond_scalars is None and getattr(net, "photo_stats", 0):
+        return photo_means(lq)
+    return cond_scalars
 
 
 def add_edge_margin(image: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:
@@ -126,7 +135,7 @@ def restore(
 
     Latent models encode LQ once, diffuse in the latent space with the LQ latent as the SDE's mean, and decode
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
-    networks on their lens settings; ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
+    networks on their lens settings (``photo_stats`` networks: the photo's means, by default); ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
     ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
     ``samples`` > 1 averages that many draws before decoding (``sample_mean``); ``temperature`` scales the
     sampler's noise (``sampling.sample``; 0: deterministic); ``shift_jitter`` evaluates the network at a fresh
@@ -141,6 +150,7 @@ def restore(
         temperature=temperature,
         shift_jitter=shift_jitter,
     )
+    cond_scalars = photo_scalars(net, lq, cond_scalars)
     if edge_margin:
         padded, used = add_edge_margin(lq, edge_margin)
         restored = restore(sde, net, padded, autoencoder, cond_scalars=cond_scalars, samples=samples, **how)

@@ -31,7 +31,7 @@ from refusion_pl.checkpoints import UnsafeCheckpointError
 from refusion_pl.config import CONFIG_DIR
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, ImageInfo, read_image, write_image
 from refusion_pl.files import OutputError
-from refusion_pl.pipeline import add_edge_margin, remove_edge_margin
+from refusion_pl.pipeline import add_edge_margin, photo_scalars, remove_edge_margin
 from refusion_pl.sampling import SAMPLERS, SPACINGS, check_temperature
 from refusion_pl.tiling import default_budget, plan_skips, plan_tile, restore_tiled
 
@@ -285,6 +285,7 @@ class Restorer:
         scale = task_scale(self.module) if self.upscale else 1
         if scale > 1:
             lq = torch.nn.functional.interpolate(lq, scale_factor=scale, mode="bicubic").clamp_(0, 1)
+        cond_scalars = photo_scalars(self.module.net, lq, cond_scalars)  # the photo's, not its margin's
         lq, margin = add_edge_margin(lq, self.edge_margin)  # before planning: the tiles cover the margin too
         if self.views > 1:
             self.last_tile, store_skips = self.plan_rows(lq.shape[-2], lq.shape[-1]), False

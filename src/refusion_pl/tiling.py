@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from refusion_pl.models.layers import pad_to_multiple, pointwise
 from refusion_pl.models.unet_ae import ResidualLinearAttention, UNetAutoencoder
+from refusion_pl.pipeline import photo_scalars, sample_mean, with_scalars
 from refusion_pl.pipeline import restore as restore_untiled
-from refusion_pl.pipeline import sample_mean, with_scalars
 from refusion_pl.sde import IRSDE
 
 GiB = 1024**3
@@ -575,6 +575,7 @@ def restore_tiled(
     condition bokeh networks (every tile sees its image's scalars); ``whole_rows`` makes pixel windows bands of
     full-width rows (stereo networks attend along whole rows, so cutting a row would change the result).
     """
+    cond_scalars = photo_scalars(net, lq, cond_scalars)
     if tile is None and latent_tile is None:
         return restore_untiled(
             sde,

@@ -308,3 +308,31 @@ def test_random_window_is_a_slice_capped_at_the_image() -> None:
     assert top % 2 == 0 and left % 2 == 0
     assert torch.equal(window, image[..., top : top + 6, left : left + 6])
     assert random_window(image, 64, 4, torch.Generator()).shape[-2:] == (8, 4)  # capped, multiple of 4
+
+
+HALF_EXPOSURE = {"name": "lowlight", "gain": [0.5, 0.5], "gamma": [1, 1], "noise": [0, 0], "quantize": False}
+
+
+def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(cond_scalars, crop LQ means, whole GT photo means) of training samples under an exact half exposure."""
+    settings = {**FAST, "train_samples_per_epoch": 6, "augment": False, "photo_stats": True, **extra}
+    dm = PairedDataModule(degradation=HALF_EXPOSURE, **settings)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    samples = []
+    for index in range(len(dataset)):
+        sample, photo = dataset[index], dataset._load(index % len(dataset.pairs))[2]
+        samples.append((sample["cond_scalars"], sample["lq"].mean((-2, -1)), photo.mean((-2, -1))))
+    return samples
+
+
+def test_photo_stats_are_the_whole_degraded_photos_means() -> None:
+    """Each sample carries its whole photo's LQ channel means, not its crop's; mild blends and swaps move them
+    with the pixels."""
+    plain = _photo_stats_samples()
+    assert all(torch.allclose(stats, 0.5 * photo, atol=1e-6) for stats, _, photo in plain)
+    assert max(float((stats - crop).abs().max()) for stats, crop, _ in plain) > 0.02  # crops differ
+    for extra, factor in (({"mild_prob": 1.0, "mild_severity": [0.5, 0.5]}, 0.75), ({"swap_prob": 1.0}, 1.0)):
+        samples = _photo_stats_samples(**extra)
+        assert all(torch.allclose(stats, factor * photo, atol=1e-6) for stats, _, photo in samples), extra
+    assert "cond_scalars" not in _first_batches(PairedDataModule(degradation=HALF_EXPOSURE, **FAST), 1)[0]

@@ -166,6 +166,39 @@ def test_bokeh_scalars_reach_the_network_in_training_and_restoring():
     assert not torch.allclose(a, b)
 
 
+def test_photo_stats_module_trains_on_the_batch_means_and_restores_from_the_photos_own():
+    """net.nafnet.photo_stats: one mean per channel and view reaches the network; training takes the batch's
+    (the whole photos', computed by the data), restoring computes the input photo's own."""
+    stereo = DiffusionModule(
+        model="pixel", nafnet={**TINY, "variant": "stereo", "photo_stats": True}, sde=SDE
+    )
+    assert stereo.net.photo_stats == 6 and stereo.hparams.nafnet["photo_stats"] is True
+    module = DiffusionModule(
+        model="latent", nafnet={**TINY, "photo_stats": True}, autoencoder=AE_TINY, sde=SDE
+    )
+    assert module.net.photo_stats == 3
+    for name, parameter in module.net.named_parameters():
+        if name.endswith((".gamma", ".beta")) or name == "photo_mlp.2.weight":
+            torch.nn.init.constant_(parameter, 0.5)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    batch = {"lq": images, "gt": images.flip(-1), "name": ["a", "b"]}
+
+    def loss(means: torch.Tensor) -> float:
+        torch.manual_seed(0)  # same timesteps and noise: only the means differ
+        return float(module.training_step({**batch, "cond_scalars": means}, 0).detach())
+
+    dark, bright = torch.full((2, 3), 0.05), torch.full((2, 3), 0.6)
+    assert loss(dark) == loss(dark) != loss(bright)
+    with pytest.raises(ValueError, match="photo_means"):
+        module.training_step(batch, 0)
+    module.eval()
+    restored = [
+        module.restore(images, steps=2, generator=torch.Generator().manual_seed(1), cond_scalars=s)
+        for s in (None, images.mean((-2, -1)), bright)
+    ]
+    assert torch.equal(restored[0], restored[1]) and not torch.allclose(restored[0], restored[2])
+
+
 def test_stereo_validation_reports_each_view_and_their_mean():
     module = DiffusionModule(model="pixel", nafnet={**TINY, "variant": "stereo"}, sde=SDE, crop_border=0)
     assert module.views == 2 and module.net.variant == "stereo"

@@ -199,3 +199,33 @@ def test_icnr_upsampling_starts_as_nearest_neighbour_and_keeps_the_architecture(
         blocks = up(torch.randn(1, up[0].in_channels, 5, 5)).unfold(2, 2, 2).unfold(3, 2, 2)
         assert (blocks - blocks[..., :1, :1]).abs().max() < 1e-5
         assert 0.1 < float(up[0].weight.std()) < 1.0  # the default init's scale, not zeros
+
+
+def test_photo_stats_start_ignored_then_condition_every_block() -> None:
+    """A fresh photo_stats network predicts what the same weights without it predict (its last layer is zero);
+    once trained, photos with other means give other predictions; the means are required and sized."""
+    net = ConditionalNAFNet(3, 8, [1, 1], 1, [1, 1], variant="latent", photo_stats=3).eval()
+    plain = ConditionalNAFNet(3, 8, [1, 1], 1, [1, 1], variant="latent").eval()
+    with torch.no_grad():  # residual scales start at zero: open the blocks, or no embedding matters
+        for name, p in net.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    missing, unexpected = plain.load_state_dict(net.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("photo_mlp.") for k in unexpected)
+    torch.manual_seed(1)
+    x, cond = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    dark, bright = torch.full((2, 3), 0.05), torch.full((2, 3), 0.5)
+    with torch.no_grad():
+        assert torch.equal(net(x, cond, 7, dark), plain(x, cond, 7))
+        torch.nn.init.normal_(net.photo_mlp[-1].weight)
+        assert rel_err(net(x, cond, 7, dark), net(x, cond, 7, bright)) > 1e-2
+        with pytest.raises(ValueError, match=r"cond_scalars of shape \(B, 3\).*photo_means"):
+            net(x, cond, 7)
+        with pytest.raises(ValueError, match="cond_scalars of shape"):
+            net(x, cond, 7, torch.rand(2, 6))
+
+
+def test_photo_stats_are_refused_for_bokeh_and_below_zero() -> None:
+    for variant, count in (("bokeh", 3), ("pixel", -1)):
+        with pytest.raises(ValueError, match="photo_stats"):
+            ConditionalNAFNet(3, 8, [1, 1], 1, [1, 1], variant=variant, photo_stats=count)

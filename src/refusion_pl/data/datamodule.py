@@ -112,6 +112,7 @@ class PairedDataModule(L.LightningDataModule):
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
+        photo_stats: bool = False,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -148,7 +149,7 @@ class PairedDataModule(L.LightningDataModule):
         self.mild_severity = _numbers("mild_severity", mild_severity)
         for key in ("dark_gain", "dark_gamma", "mild_severity"):
             self.hparams[key] = list(getattr(self, key))  # plain floats: checkpoints load weights-only
-        self.degrade_window, self.recolour_prob = degrade_window, recolour_prob
+        self.degrade_window, self.recolour_prob, self.photo_stats = degrade_window, recolour_prob, photo_stats
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -445,6 +446,7 @@ class PairedDataModule(L.LightningDataModule):
                 dark_gamma=self.dark_gamma,
                 recolour_prob=self.recolour_prob,
                 degrade_window=self.degrade_window,
+                photo_stats=self.photo_stats,
                 pad_small=self.pad_small,
                 seed=self.seed,
                 **common,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from refusion_pl.data.degradations import Degradation, _uniform
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
+from refusion_pl.models.nafnet import photo_means
 
 log = logging.getLogger(__name__)
 
@@ -588,6 +589,7 @@ class TrainDataset(_PairDataset):
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
+        photo_stats: bool = False,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -597,6 +599,9 @@ class TrainDataset(_PairDataset):
         renderer: BokehRenderer | None = None,
     ) -> None:
         super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
+        if photo_stats and (renderer is not None or any(pair.scalars is not None for pair in pairs)):
+            raise DataError("data.photo_stats cannot be combined with per-image lens scalars (bokeh pairs)")
+        self.photo_stats = photo_stats
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
@@ -614,9 +619,11 @@ class TrainDataset(_PairDataset):
         if lq is None and self.renderer is not None:
             depth, photo = aligned_crop(self._depth(pair, gt)[0], gt, self.crop_size, 1, g, self.pad_small)
             lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
-        if lq is None and self.degrade_window:
-            gt = random_window(gt, self.degrade_window, self.scale, g)
+        if lq is None and (self.degrade_window or self.photo_stats):
+            gt = random_window(gt, self.degrade_window or max(gt.shape[-2:]), self.scale, g)
             lq, gt = self._degrade(pair, gt, g)  # the crop below cuts through degradations at photo scale
+        # the whole photo's channel means, LQ then GT: what photo_stats networks are conditioned on
+        means = (photo_means(lq), photo_means(gt)) if self.photo_stats and lq is not None else None
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
             lq, gt = self._degrade(pair, gt, g)
@@ -625,11 +632,18 @@ class TrainDataset(_PairDataset):
         if self.upsample_lq and self.scale > 1:
             lq = upsample(lq, gt.shape[-2:])
         if self.mild_prob > 0 and float(torch.rand((), generator=g)) < self.mild_prob:
-            lq = milder(lq, gt, _uniform(g, tuple(self.mild_severity)))
+            severity = _uniform(g, tuple(self.mild_severity))
+            lq = milder(lq, gt, severity)
+            if means is not None:  # a blend's means are the blend of the means
+                means = (milder(means[0], means[1], severity), means[1])
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
                 extra["cond_scalars"] = extra["cond_scalars"][[1, 0, 2]]
+            if means is not None:
+                means = (means[1], means[0])
+        if means is not None:
+            extra["cond_scalars"] = means[0]
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
 
     def _degrade(self, pair: Pair, gt: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -78,6 +78,8 @@ class DiffusionModule(RestorationModule):
         if variant and net_variant and variant != net_variant:
             raise ValueError(f"variant={variant!r} and nafnet.variant={net_variant!r} disagree")
         variant = variant or net_variant or model
+        # net.nafnet.photo_stats: condition on the whole input photo's channel means (photo_means), all views'
+        photo_stats = channels * (2 if variant == "stereo" else 1) if nafnet.pop("photo_stats", False) else 0
         if variant not in NETWORK_VARIANTS[model]:
             raise ValueError(
                 f"variant={variant!r} does not fit model={model!r}; choose one of: "
@@ -114,7 +116,9 @@ class DiffusionModule(RestorationModule):
             self.autoencoder = UNetAutoencoder(in_ch=channels, out_ch=channels, **autoencoder)
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
-        self.net = ConditionalNAFNet(img_channel=net_channels, variant=variant, **nafnet)
+        self.net = ConditionalNAFNet(
+            img_channel=net_channels, variant=variant, photo_stats=photo_stats, **nafnet
+        )
         if sde.get("icnr", False):
             self.net.init_icnr_upsampling()
         # Stereo samples hold two views on channels: metrics per view and their mean (the challenge's number).

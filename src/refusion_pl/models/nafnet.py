@@ -28,6 +28,16 @@ VARIANTS: tuple[str, ...] = ("pixel", "latent", "stereo", "bokeh")
 NUM_COND_SCALARS = 3  # bokeh: source lens, target lens, disparity
 
 
+def photo_means(image: Tensor) -> Tensor:
+    """Per-channel means of each whole photo, ``(B, C)``: what ``photo_stats`` networks are conditioned on.
+
+    A network trained on crops judges exposure from the crop alone: a crop of dusk sky looks like a crop of an
+    underexposed wall, and the whole dusk photo gets brightened 3x. The means of the whole photo, computed before
+    cropping in training and before tiling in restore, tell every crop and tile how dark its photo is.
+    """
+    return image.float().mean(dim=(-2, -1))
+
+
 class StereoFusion(nn.Module):
     """Stereo cross-attention (SCAM) between the left and right halves of the batch.
 
@@ -126,6 +136,10 @@ class ConditionalNAFNet(nn.Module):
       fusion after every block; the output re-stacks them on channels;
     - `bokeh`: extra per-image scalars `cond_scalars` (B, 3) = (source lens, target lens, disparity)
       modulate every block's feed-forward.
+
+    ``photo_stats`` > 0 (not with `bokeh`) conditions every block on that many per-photo statistics, passed as
+    ``cond_scalars``: the whole input photo's channel means (:func:`photo_means`), embedded from their logs and
+    added to the time embedding through a zero-initialised layer, so a fresh network ignores them.
     """
 
     def __init__(
@@ -136,10 +150,15 @@ class ConditionalNAFNet(nn.Module):
         middle_blk_num: int = 1,
         dec_blk_nums: Sequence[int] = (1, 1, 1, 1),
         variant: Variant = "pixel",
+        photo_stats: int = 0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown ConditionalNAFNet variant {variant!r}; expected one of {VARIANTS}")
+        if photo_stats < 0 or (photo_stats and variant == "bokeh"):
+            raise ValueError(
+                f"photo_stats={photo_stats} must be >= 0, and 0 for the bokeh variant (lens scalars)"
+            )
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError("enc_blk_nums and dec_blk_nums must have the same length")
         self.img_channel = img_channel
@@ -153,6 +172,11 @@ class ConditionalNAFNet(nn.Module):
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(width), *_embedding_mlp(width, width))
         self.cam_embed = SinusoidalEmbedding(width) if extra else None
         self.cam_mlp = nn.Sequential(*_embedding_mlp(NUM_COND_SCALARS * width, width)) if extra else None
+        self.photo_stats = int(photo_stats)
+        self.photo_mlp = nn.Sequential(*_embedding_mlp(photo_stats, width)) if photo_stats else None
+        if self.photo_mlp is not None:
+            nn.init.zeros_(self.photo_mlp[-1].weight)
+            nn.init.zeros_(self.photo_mlp[-1].bias)
 
         def stage(c: int, n: int) -> nn.ModuleList:
             return nn.ModuleList(NAFBlock(c, emb_dim, extra_cond=extra, fusion=self.stereo) for _ in range(n))
@@ -195,6 +219,8 @@ class ConditionalNAFNet(nn.Module):
         """Predict the noise in `x` (= x_t) given the SDE mean `cond` at time step(s) `t`, shape (B,) or scalar."""
         batch, _, h, w = x.shape
         emb = self.time_mlp(as_batch_vector(t, batch, x.device))
+        if self.photo_mlp is not None:
+            emb = emb + self._photo_embedding(cond_scalars, batch).to(emb.dtype)
         extra = self._extra_embedding(cond_scalars, batch)
         if self.stereo:
             x, cond = torch.cat(x.chunk(2, dim=1), dim=0), torch.cat(cond.chunk(2, dim=1), dim=0)
@@ -205,6 +231,18 @@ class ConditionalNAFNet(nn.Module):
             out = out[..., :h, :w]
         # Channels-last weights (prepare_for_inference) give NHWC maps; callers get plain NCHW back.
         return torch.cat(out.chunk(2, dim=0), dim=1) if self.stereo else out.contiguous()
+
+    def _photo_embedding(self, cond_scalars: Tensor | None, batch: int) -> Tensor:
+        """The photo statistics (B, photo_stats) as a time-embedding offset: logs, so dark photos are told apart."""
+        assert self.photo_mlp is not None
+        if cond_scalars is None or cond_scalars.numel() != batch * self.photo_stats:
+            got = None if cond_scalars is None else tuple(cond_scalars.shape)
+            raise ValueError(
+                f"this network needs cond_scalars of shape (B, {self.photo_stats}): the photo's "
+                f"channel means (photo_means); got {got} for batch {batch}"
+            )
+        stats = cond_scalars.reshape(batch, self.photo_stats).float()
+        return self.photo_mlp(stats.clamp(1 / 255, 1).log())
 
     def _extra_embedding(self, cond_scalars: Tensor | None, batch: int) -> Tensor | None:
         """Embed the bokeh scalars (B, 3) like time steps, concatenate, and expand with `cam_mlp`."""

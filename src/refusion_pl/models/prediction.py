@@ -23,6 +23,7 @@ class NoiseFromX0(nn.Module):
         self.net = net
         self.sde = sde
         self.pad_multiple = getattr(net, "pad_multiple", 1)
+        self.photo_stats = getattr(net, "photo_stats", 0)
 
     def forward(self, xt: Tensor, mu: Tensor, t: Tensor, *args: object) -> Tensor:
         x0 = mu + self.net(xt, mu, t, *args)
