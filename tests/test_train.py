@@ -120,6 +120,16 @@ def test_checkpoint_from_before_prediction_existed_predicts_noise(compose_config
     assert trained_sde_differences(stored, {**stored, "prediction": "noise"}) == []  # resumable as noise
 
 
+def test_photo_stats_train_the_diffusion_stage_only(compose_config):
+    """net.nafnet.photo_stats: the diffusion stage's samples carry their photos' means and train through; the
+    autoencoder stage draws its crops as without it."""
+    cfg = compose_config("experiment=smoke", "net.nafnet.photo_stats=true")
+    assert build_datamodule(cfg, "diffusion").photo_stats is True
+    assert build_datamodule(cfg, "autoencoder").photo_stats is False
+    metrics = train(cfg)
+    assert metrics["val/psnr"] > 0
+
+
 def test_echo_loads_fewer_pairs_per_diffusion_step(compose_config):
     """``sde.echo``: the diffusion stage's loader yields batch_size / echo pairs (stage 1 keeps its batch), and
     training runs through with the echoed batches."""
