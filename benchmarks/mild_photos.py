@@ -26,7 +26,7 @@ from demo_recipes import combined, held_out_and_mild, results_parser
 from refusion_pl.benchmark import Sample
 from refusion_pl.lit import DiffusionModule
 from refusion_pl.lit.metrics import psnr_per_image
-from refusion_pl.pipeline import sample_mean
+from refusion_pl.pipeline import photo_scalars, sample_mean, with_scalars
 from refusion_pl.restore import default_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +56,10 @@ def latent_anatomy(
     autoencoder = module.autoencoder
     latent, hidden = autoencoder.encode(lq)
     target = autoencoder.encode(gt)[0]
+    net = module.noise_model
     sampled = sample_mean(
         module.sde,
-        module.noise_model,
+        with_scalars(net, photo_scalars(net, lq, None)),  # photo_stats networks: the photo's means
         latent,
         module.samples,
         sampler=module.val_cfg["sampler"],

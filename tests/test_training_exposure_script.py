@@ -27,7 +27,18 @@ def test_training_means_draw_the_composed_runs_pairs() -> None:
     """Low light's pairs: every LQ darker than its GT; a mild blend moves them closer to the GT."""
     script = load_benchmark("training_exposure")
     base = ["experiment=smoke", "task=lowlight", "data.crop_size=32", "data.augment=false"]
-    lq, gt = script.training_means(base, 6)
-    assert lq.shape == gt.shape == (6,) and (lq < gt).all()
-    mild_lq, mild_gt = script.training_means([*base, "data.mild_prob=1", "data.mild_severity=[0,0.1]"], 6)
+    lq, gt, photo = script.training_means(base, 6)
+    assert lq.shape == gt.shape == (6,) and (lq < gt).all() and photo is None
+    mild_lq, mild_gt, _ = script.training_means([*base, "data.mild_prob=1", "data.mild_severity=[0,0.1]"], 6)
     assert torch.equal(mild_gt, gt) and (mild_lq > lq).all()
+
+
+def test_pairs_can_be_banded_by_their_whole_photos_mean() -> None:
+    """With photo means, each pair also carries its photo's LQ mean; banding by it moves pairs between bands."""
+    script = load_benchmark("training_exposure")
+    base = ["experiment=smoke", "task=lowlight", "data.crop_size=32", "data.augment=false"]
+    lq, gt, photo = script.training_means([*base, "net.nafnet.photo_stats=true"], 6)
+    assert photo is not None and photo.shape == (6,) and not torch.allclose(photo, lq)
+    by_photo = script.exposure_table(lq, gt, photo)
+    assert [row["share"] for row in by_photo] != [row["share"] for row in script.exposure_table(lq, gt)]
+    assert math.isclose(sum(row["share"] for row in by_photo), 1.0, rel_tol=1e-6)
