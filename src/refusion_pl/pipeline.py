@@ -135,7 +135,8 @@ def restore(
 
     Latent models encode LQ once, diffuse in the latent space with the LQ latent as the SDE's mean, and decode
     through the LQ's full-resolution skip features; no GT is needed. ``cond_scalars`` (B, 3) condition bokeh
-    networks on their lens settings (``photo_stats`` networks: the photo's means, by default); ``spacing`` picks the timesteps of fewer-step sampling (``sampling.sample``);
+    networks on their lens settings (``photo_stats`` networks: the photo's means unless given); ``spacing`` picks
+    the timesteps of fewer-step sampling (``sampling.sample``);
     ``edge_margin`` restores a mirrored margin around the image and crops it off (``add_edge_margin``);
     ``samples`` > 1 averages that many draws before decoding (``sample_mean``); ``temperature`` scales the
     sampler's noise (``sampling.sample``; 0: deterministic); ``shift_jitter`` evaluates the network at a fresh
