@@ -395,6 +395,19 @@ def test_shift_jitter_is_on_for_the_demos_but_not_for_shadow(compose_config):
     validate_config(compose_config("task=denoise", "experiment=demo"))
 
 
+def test_the_latent_demo_trains_2000_steps_and_shadow_on_more_darkened_scenes(compose_config):
+    """Stage 2 of `experiment=demo` runs 2000 steps; its share of darkened scenes is the task's (shadow 0.3, else
+    0.1); the pixel demo keeps its own recipe; an override wins; runs outside the demos darken nothing."""
+    shadow, lowlight = (compose_config(f"task={t}", "experiment=demo") for t in ("shadow", "lowlight"))
+    assert shadow.trainer.max_steps == lowlight.trainer.max_steps == 2000
+    assert (shadow.data.dark_prob, lowlight.data.dark_prob) == (0.3, 0.1)
+    pixel = compose_config("task=shadow", "experiment=demo_pixel")
+    assert pixel.data.dark_prob == 0.1 and pixel.trainer.max_steps == 1500
+    assert compose_config("task=shadow", "experiment=demo", "data.dark_prob=0").data.dark_prob == 0
+    assert compose_config("task=shadow").data.dark_prob == 0.0
+    validate_config(shadow)
+
+
 def test_photo_stats_reach_the_data_from_the_network_key(compose_config):
     """One key: the network conditioned on photo means and the data that computes them (off by default)."""
     assert compose_config("task=lowlight").data.photo_stats is False

@@ -413,11 +413,9 @@ def test_latent_demo_restores_whole_held_out_photos(compose_config, tmp_path, ta
     restores them (deterministic ode path, temperature 0): issue 10's gains, at least 5 dB on low light and 1 dB
     on shadow; and under other shadow or low-light models no photo comes out more than 3 dB worse.
 
-    Measured (2 CPU cores, seed 42, `benchmarks/demo_recipes.py`): low light 8.21 -> 19.53 dB with shift jitter
-    (6.3 min before it, which adds no network calls), shadow 13.92 -> 15.72 dB without it (6.6-8.0 min, seeds 1
-    and 2); worst photo under other models +0.83 (low light, shift
-    jitter) and -0.24 dB
-    (`benchmarks/degradation_shift.py`).
+    Measured (2 CPU cores, seed 42, `benchmarks/demo_recipes.py`, stage 2 at 2000 steps): low light 8.21 -> 19.61
+    dB in 6.8 min, shadow 13.92 -> 15.90 dB in 7.9 min (seed 1: 20.43 and 17.41 dB); worst photo under other
+    models -1.42 (low light) and -0.06 dB (shadow; seed 1: -1.70 and -0.52; `benchmarks/degradation_shift.py`).
     """
     run = tmp_path / task
     metrics = train(compose_config("experiment=demo", f"task={task}", "optim=adamw", output_dir=run))

@@ -165,6 +165,8 @@ class TaskConfig:
     mild_severity: list[float] = field(default_factory=lambda: [0.0, 1.0])
     # The demos' val.shift_jitter: off where lifting whole regions needs one grid phase (shadow).
     shift_jitter: bool = True
+    # The latent demo's data.dark_prob: darkened scenes, so dark content is not taken for the degradation.
+    dark_prob: float = 0.1
 
 
 @dataclass

@@ -34,7 +34,11 @@ def test_every_task_is_registered() -> None:
 @pytest.mark.parametrize("task", TASKS)
 def test_task_yaml_builds_and_is_deterministic(task: str, photo: torch.Tensor) -> None:
     cfg = OmegaConf.create({"task": OmegaConf.load(CONF / "task" / f"{task}.yaml")})
-    optional = {"mild_severity", "shift_jitter"}  # TaskConfig defaults where a task does not set them
+    optional = {
+        "mild_severity",
+        "shift_jitter",
+        "dark_prob",
+    }  # TaskConfig defaults where a task does not set them
     assert set(cfg.task) - optional == {"name", "channels", "scale", "crop_border", "degradation"}
     deg = build_degradation(cfg.task.degradation)
     assert deg.scale == cfg.task.scale
