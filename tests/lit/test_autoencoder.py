@@ -20,6 +20,7 @@ SHORT_STAGE1 = [
     "net.autoencoder.embed_dim=4",
     "autoencoder.max_steps=200",
     "autoencoder.crop_size=96",
+    "data.dark_prob=0.1",  # the margins below were measured with 10% darkened scenes (shadow's demo now has 30%)
     "trainer.val_check_interval=200",
     "data.val_size=128",
     "figure.enabled=false",
@@ -68,7 +69,7 @@ def test_short_stage1_run_uses_its_latent(compose_config, tmp_path):
 
     Measured (200 steps, 96-pixel crops, 128-pixel centres of the held-out photos): ceiling minus input 3.24 and
     2.53 dB for seeds 0 and 1 (spread 0.71 dB); with PyTorch's default init and no skip dropout the margin stays
-    near zero or below (see the next test).
+    near zero or below (see the next test). With the shadow demo's 30% darkened scenes: 3.08 and 2.31 dB.
     """
     margins = []
     for seed in (0, 1):
