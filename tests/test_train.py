@@ -130,6 +130,20 @@ def test_photo_stats_train_the_diffusion_stage_only(compose_config):
     assert metrics["val/psnr"] > 0
 
 
+def test_autoencoder_dark_prob_sets_stage_ones_darkened_scenes_only(compose_config):
+    """autoencoder.dark_prob: stage 1's share of darkened scenes; null follows data.dark_prob (both stages)."""
+    shadow_demo = ("experiment=demo", "task=shadow")
+    cfg = compose_config(*shadow_demo)
+    assert (
+        build_datamodule(cfg, "autoencoder").dark_prob == build_datamodule(cfg, "diffusion").dark_prob == 0.3
+    )
+    cfg = compose_config(*shadow_demo, "autoencoder.dark_prob=0.1")
+    assert (build_datamodule(cfg, "autoencoder").dark_prob, build_datamodule(cfg, "diffusion").dark_prob) == (
+        0.1,
+        0.3,
+    )
+
+
 def test_echo_loads_fewer_pairs_per_diffusion_step(compose_config):
     """``sde.echo``: the diffusion stage's loader yields batch_size / echo pairs (stage 1 keeps its batch), and
     training runs through with the echoed batches."""

@@ -230,6 +230,7 @@ class AutoencoderStageConfig:
     batch_size: int = 4
     crop_size: int = 128
     swap_prob: float = 0.5
+    dark_prob: float | None = None  # null: data.dark_prob
     reg_weight: float = 0.001
     init: AutoencoderInit = AutoencoderInit.signal_preserving
     skip_dropout: float = 0.0
