@@ -274,6 +274,10 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
             r"data\.layout='bokeh' holds bokeh samples, which only task=bokeh trains",
         ),
         (["task=bokeh", "net.nafnet.photo_stats=true"], r"net\.nafnet\.photo_stats=true does not combine"),
+        (
+            ["net.nafnet.photo_stats=true", "data.photo_stats=false"],
+            r"data\.photo_stats=False and net\.nafnet",
+        ),
     ],
 )
 def test_stereo_and_bokeh_mismatches_name_the_keys(compose_config, overrides, message):

@@ -422,6 +422,12 @@ def _check_variant(cfg: Any) -> None:
             f"net.nafnet.photo_stats=true does not combine with task={cfg.task.name}'s bokeh network: its "
             "per-image scalars are the lens settings"
         )
+    data_photo_stats = (cfg.data or {}).get("photo_stats", False)
+    if bool(data_photo_stats) != bool(cfg.net.nafnet.photo_stats):
+        raise ConfigError(
+            f"data.photo_stats={data_photo_stats} and net.nafnet.photo_stats={cfg.net.nafnet.photo_stats} disagree: "
+            "the network takes the photo means only the data computes (set net.nafnet.photo_stats alone)"
+        )
     layout = (cfg.data or {}).get("layout")
     needed = VARIANT_LAYOUTS.get(variant)
     if layout is None:
