@@ -50,7 +50,12 @@ def training_means(
     data.setup("fit")
     dataset = data.dataset("train")
     samples = [dataset[i] for i in range(min(pairs, len(dataset)))]
-    photo = [s["cond_scalars"].mean() for s in samples if "cond_scalars" in s and cfg.net.nafnet.photo_stats]
+    # the channel means lead the photo statistics (photo_statistics), peaks follow them
+    photo = [
+        s["cond_scalars"][: s["lq"].shape[0]].mean()
+        for s in samples
+        if "cond_scalars" in s and cfg.net.nafnet.photo_stats
+    ]
     return (
         torch.stack([s["lq"].mean() for s in samples]),
         torch.stack([s["gt"].mean() for s in samples]),

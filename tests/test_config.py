@@ -275,6 +275,14 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
         ),
         (["task=bokeh", "net.nafnet.photo_stats=true"], r"net\.nafnet\.photo_stats=true does not combine"),
         (
+            ["net.nafnet.photo_stats=peaks"],
+            r"net\.nafnet\.photo_stats='peaks' is not supported.*means_and_peaks",
+        ),
+        (
+            ["net.nafnet.photo_stats=means_and_peaks", "data.photo_stats=means"],
+            r"data\.photo_stats=means and net\.nafnet\.photo_stats=means_and_peaks disagree",
+        ),
+        (
             ["net.nafnet.photo_stats=true", "data.photo_stats=false"],
             r"data\.photo_stats=False and net\.nafnet",
         ),
@@ -418,3 +426,13 @@ def test_photo_stats_reach_the_data_from_the_network_key(compose_config):
     cfg = compose_config("task=lowlight", "experiment=demo", "net.nafnet.photo_stats=true")
     assert cfg.data.photo_stats is True and cfg.net.nafnet.photo_stats is True
     validate_config(cfg)
+    peaks = compose_config("task=lowlight", "experiment=demo", "net.nafnet.photo_stats=means_and_peaks")
+    assert peaks.data.photo_stats == "means_and_peaks"
+    validate_config(peaks)
+
+
+def test_photo_stats_settings_match_the_library():
+    from refusion_pl.config import PHOTO_STATS as CONFIG_PHOTO_STATS
+    from refusion_pl.models.nafnet import PHOTO_STATS
+
+    assert CONFIG_PHOTO_STATS == PHOTO_STATS

@@ -239,3 +239,25 @@ def test_photo_stats_networks_see_the_whole_photos_means_through_margins_and_til
     spy, given = MeansSpy(), torch.tensor([[0.1, 0.2, 0.3]])
     restore(sde, spy, lq, steps=2, cond_scalars=given)
     assert all(torch.equal(seen, given) for seen in spy.seen)
+
+
+@torch.no_grad()
+def test_means_and_peaks_networks_see_the_whole_photos_peaks_through_tiles():
+    """A network taking two statistics per channel gets the whole photo's means and peaks on every tile, even
+    on tiles that hold none of the photo's brightest block."""
+    from refusion_pl.models.nafnet import photo_statistics
+    from refusion_pl.tiling import restore_tiled
+
+    sde = IRSDE(max_sigma=50, T=10)
+    lq = torch.rand(1, 3, 40, 56) * 0.3
+    lq[..., 32:36, 48:52] = 0.95  # one lamp, in the bottom-right tile only
+    spy = MeansSpy()
+    spy.photo_stats = 6
+    restore_tiled(sde, spy, lq, steps=2, tile=24, overlap=8)
+    seen = torch.cat(spy.seen)
+    expected = photo_statistics(lq, 2)
+    assert len(spy.seen) >= 2 and torch.allclose(seen, expected.expand_as(seen))
+    assert torch.allclose(expected[0, 3:], torch.full((3,), 0.95))
+    spy.photo_stats = 4  # not a whole number per channel of a 3-channel photo
+    with pytest.raises(ValueError, match="4 photo statistics"):
+        restore(sde, spy, lq, steps=2)

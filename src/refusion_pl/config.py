@@ -118,6 +118,19 @@ def _values(choices: type[StrEnum]) -> tuple[str, ...]:
 
 SCHEDULES = _values(Schedule)
 PREDICTIONS = _values(Prediction)
+# Mirrors refusion_pl.models.nafnet.PHOTO_STATS: net.nafnet.photo_stats settings, statistics per channel
+PHOTO_STATS: dict[str, int] = {"means": 1, "means_and_peaks": 2}
+
+
+def photo_stats_per_channel(setting: object) -> int | None:
+    """Statistics per channel for a ``photo_stats`` setting (false/null: 0, true: means), None if unknown."""
+    if setting is None or setting is False:
+        return 0
+    if setting is True:
+        return PHOTO_STATS["means"]
+    return PHOTO_STATS.get(setting) if isinstance(setting, str) else None
+
+
 SDE_LOSSES = _values(SDELoss)
 SAMPLERS = _values(Sampler)
 SPACINGS = _values(Spacing)
@@ -183,9 +196,7 @@ class NAFNetConfig:
     variant: NetworkVariant | None = (
         None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
     )
-    photo_stats: bool = (
-        False  # condition on the whole input photo's channel means (README, "Photo statistics")
-    )
+    photo_stats: Any = False  # false, means (or true) or means_and_peaks: condition on the whole input photo's statistics  # (README, "Photo statistics")
 
 
 @dataclass
@@ -298,7 +309,9 @@ def register_schemas() -> None:
 
 def _schema_error(err: OmegaConfBaseException) -> ConfigError:
     key = getattr(err, "full_key", None) or "?"
-    return ConfigError(f"invalid config key '{key}': {getattr(err, 'msg', str(err)).splitlines()[0]}")
+    return ConfigError(
+        f"invalid config key '{key}': {(getattr(err, 'msg', None) or str(err)).splitlines()[0]}"
+    )
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -417,16 +430,21 @@ def _check_variant(cfg: Any) -> None:
             f"net.nafnet.variant={variant!r} does not fit model={cfg.model.name}, which takes: "
             f"{', '.join(allowed)}{hint}"
         )
-    if cfg.net.nafnet.photo_stats and variant == "bokeh":
+    photo_stats = cfg.net.nafnet.photo_stats
+    if photo_stats_per_channel(photo_stats) is None:
         raise ConfigError(
-            f"net.nafnet.photo_stats=true does not combine with task={cfg.task.name}'s bokeh network: its "
+            f"net.nafnet.photo_stats={photo_stats!r} is not supported; choose one of: false, {', '.join(PHOTO_STATS)}"
+        )
+    if photo_stats and variant == "bokeh":
+        raise ConfigError(
+            f"net.nafnet.photo_stats={str(photo_stats).lower()} does not combine with task={cfg.task.name}'s bokeh network: its "
             "per-image scalars are the lens settings"
         )
     data_photo_stats = (cfg.data or {}).get("photo_stats", False)
-    if bool(data_photo_stats) != bool(cfg.net.nafnet.photo_stats):
+    if photo_stats_per_channel(data_photo_stats) != photo_stats_per_channel(photo_stats):
         raise ConfigError(
-            f"data.photo_stats={data_photo_stats} and net.nafnet.photo_stats={cfg.net.nafnet.photo_stats} disagree: "
-            "the network takes the photo means only the data computes (set net.nafnet.photo_stats alone)"
+            f"data.photo_stats={data_photo_stats} and net.nafnet.photo_stats={photo_stats} disagree: "
+            "the network takes the photo statistics only the data computes (set net.nafnet.photo_stats alone)"
         )
     layout = (cfg.data or {}).get("layout")
     needed = VARIANT_LAYOUTS.get(variant)

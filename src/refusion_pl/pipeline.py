@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from refusion_pl.models.nafnet import photo_means
+from refusion_pl.models.nafnet import photo_statistics
 from refusion_pl.sampling import sample
 from refusion_pl.sde import IRSDE
 
@@ -31,11 +31,18 @@ def with_scalars(net: nn.Module, scalars: torch.Tensor | None) -> nn.Module:
 
 
 def photo_scalars(net: nn.Module, lq: torch.Tensor, cond_scalars: torch.Tensor | None) -> torch.Tensor | None:
-    """``cond_scalars`` as given, else for ``photo_stats`` networks the channel means of the whole ``lq``: taken
-    before margins and tiles, so every tile is told how dark its whole photo is."""
-    if cond_scalars is None and getattr(net, "photo_stats", 0):
-        return photo_means(lq)
-    return cond_scalars
+    """``cond_scalars`` as given, else for ``photo_stats`` networks the statistics of the whole ``lq`` (channel
+    means, and peaks when the network takes two per channel): taken before margins and tiles, so every tile is
+    told how dark its whole photo is."""
+    count = getattr(net, "photo_stats", 0)
+    if cond_scalars is not None or not count:
+        return cond_scalars
+    if count % lq.shape[1]:
+        raise ValueError(
+            f"the network takes {count} photo statistics, not a whole number per channel of this "
+            f"{lq.shape[1]}-channel input"
+        )
+    return photo_statistics(lq, count // lq.shape[1])
 
 
 def add_edge_margin(image: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from refusion_pl.data import PairedDataModule
 from refusion_pl.data.datasets import BUNDLED_SPLITS, EpochSampler
 from refusion_pl.data.io import DataError
+from refusion_pl.models.nafnet import photo_stats_per_channel
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = ["shadow", "derain", "denoise", "deblur", "dehaze", "sr", "inpaint", "lowlight", "jpeg"]
@@ -314,25 +315,59 @@ HALF_EXPOSURE = {"name": "lowlight", "gain": [0.5, 0.5], "gamma": [1, 1], "noise
 
 
 def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(cond_scalars, crop LQ means, whole GT photo means) of training samples under an exact half exposure."""
+    """(cond_scalars, crop LQ statistics, whole GT photo statistics) of training samples under an exact half
+    exposure; the photo's statistics are those of the photo shrunk PEAK_POOL times (what the data computes)."""
+    from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics
+
     settings = {**FAST, "train_samples_per_epoch": 6, "augment": False, "photo_stats": True, **extra}
+    per_channel = photo_stats_per_channel(settings["photo_stats"])
     dm = PairedDataModule(degradation=HALF_EXPOSURE, **settings)
     dm.setup("fit")
     dataset = dm.train_dataloader().dataset
     samples = []
     for index in range(len(dataset)):
         sample, photo = dataset[index], dataset._load(index % len(dataset.pairs))[2]
-        samples.append((sample["cond_scalars"], sample["lq"].mean((-2, -1)), photo.mean((-2, -1))))
+        shrunk = torch.nn.functional.avg_pool2d(photo[None], PEAK_POOL)[0]
+        samples.append(
+            (
+                sample["cond_scalars"],
+                photo_statistics(sample["lq"], per_channel),
+                photo_statistics(shrunk, per_channel, pool=1),
+            )
+        )
     return samples
 
 
-def test_photo_stats_are_the_whole_degraded_photos_means() -> None:
-    """Each sample carries its whole photo's LQ channel means, not its crop's; mild blends and swaps move them
-    with the pixels."""
-    plain = _photo_stats_samples()
-    assert all(torch.allclose(stats, 0.5 * photo, atol=1e-6) for stats, _, photo in plain)
-    assert max(float((stats - crop).abs().max()) for stats, crop, _ in plain) > 0.02  # crops differ
-    for extra, factor in (({"mild_prob": 1.0, "mild_severity": [0.5, 0.5]}, 0.75), ({"swap_prob": 1.0}, 1.0)):
-        samples = _photo_stats_samples(**extra)
-        assert all(torch.allclose(stats, factor * photo, atol=1e-6) for stats, _, photo in samples), extra
+def test_photo_stats_are_the_whole_degraded_photos_statistics() -> None:
+    """Each sample carries its whole photo's LQ channel means (and peaks), not its crop's; mild blends and swaps
+    move them with the pixels."""
+    for setting in (True, "means_and_peaks"):
+        plain = _photo_stats_samples(photo_stats=setting)
+        assert all(torch.allclose(stats, 0.5 * photo, atol=1e-6) for stats, _, photo in plain), setting
+        assert max(float((stats - crop).abs().max()) for stats, crop, _ in plain) > 0.02  # crops differ
+        for extra, factor in (
+            ({"mild_prob": 1.0, "mild_severity": [0.5, 0.5]}, 0.75),
+            ({"swap_prob": 1.0}, 1.0),
+        ):
+            samples = _photo_stats_samples(photo_stats=setting, **extra)
+            assert all(torch.allclose(stats, factor * photo, atol=1e-6) for stats, _, photo in samples), extra
+    assert plain[0][0].shape == (6,)  # means, then peaks
+
+
+def test_photo_stats_are_drawn_with_the_crops_own_degradation() -> None:
+    """The shrunk photo is degraded with the draws its crop gets (a copy of its generator): under a random
+    exposure the photo's LQ/GT ratio is the crop's, sample by sample."""
+    exposure = {**HALF_EXPOSURE, "gain": [0.1, 0.9]}
+    settings = {**FAST, "train_samples_per_epoch": 8, "augment": False, "photo_stats": True}
+    dm = PairedDataModule(degradation=exposure, **settings)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    gains = []
+    for index in range(len(dataset)):
+        sample, photo = dataset[index], dataset._load(index % len(dataset.pairs))[2]
+        shrunk_means = torch.nn.functional.avg_pool2d(photo[None], 4)[0].mean((-2, -1))
+        crop_gain = sample["lq"].mean() / sample["gt"].mean()
+        gains.append((float(crop_gain), float((sample["cond_scalars"] / shrunk_means).mean())))
+    assert all(abs(crop - photo) < 1e-5 for crop, photo in gains), gains
+    assert max(crop for crop, _ in gains) - min(crop for crop, _ in gains) > 0.2  # the gains do vary
     assert "cond_scalars" not in _first_batches(PairedDataModule(degradation=HALF_EXPOSURE, **FAST), 1)[0]

@@ -177,6 +177,12 @@ def test_photo_stats_module_trains_on_the_batch_means_and_restores_from_the_phot
         model="latent", nafnet={**TINY, "photo_stats": True}, autoencoder=AE_TINY, sde=SDE
     )
     assert module.net.photo_stats == 3
+    peaks = DiffusionModule(
+        model="latent", nafnet={**TINY, "photo_stats": "means_and_peaks"}, autoencoder=AE_TINY, sde=SDE
+    )
+    assert peaks.net.photo_stats == 6  # three means, three peaks
+    with pytest.raises(ValueError, match="photo_stats='peaks'"):
+        DiffusionModule(model="pixel", nafnet={**TINY, "photo_stats": "peaks"}, sde=SDE)
     for name, parameter in module.net.named_parameters():
         if name.endswith((".gamma", ".beta")) or name == "photo_mlp.2.weight":
             torch.nn.init.constant_(parameter, 0.5)
@@ -189,7 +195,7 @@ def test_photo_stats_module_trains_on_the_batch_means_and_restores_from_the_phot
 
     dark, bright = torch.full((2, 3), 0.05), torch.full((2, 3), 0.6)
     assert loss(dark) == loss(dark) != loss(bright)
-    with pytest.raises(ValueError, match="photo_means"):
+    with pytest.raises(ValueError, match="photo_statistics"):
         module.training_step(batch, 0)
     module.eval()
     restored = [

@@ -219,7 +219,7 @@ def test_photo_stats_start_ignored_then_condition_every_block() -> None:
         assert torch.equal(net(x, cond, 7, dark), plain(x, cond, 7))
         torch.nn.init.normal_(net.photo_mlp[-1].weight)
         assert rel_err(net(x, cond, 7, dark), net(x, cond, 7, bright)) > 1e-2
-        with pytest.raises(ValueError, match=r"cond_scalars of shape \(B, 3\).*photo_means"):
+        with pytest.raises(ValueError, match=r"cond_scalars of shape \(B, 3\).*photo_statistics"):
             net(x, cond, 7)
         with pytest.raises(ValueError, match="cond_scalars of shape"):
             net(x, cond, 7, torch.rand(2, 6))
@@ -229,3 +229,31 @@ def test_photo_stats_are_refused_for_bokeh_and_below_zero() -> None:
     for variant, count in (("bokeh", 3), ("pixel", -1)):
         with pytest.raises(ValueError, match="photo_stats"):
             ConditionalNAFNet(3, 8, [1, 1], 1, [1, 1], variant=variant, photo_stats=count)
+
+
+def test_photo_peaks_are_the_brightest_blocks_not_the_brightest_pixel() -> None:
+    """Peaks: per channel, the brightest PEAK_POOL-averaged block (a lamp), not one hot pixel; statistics put
+    the means first; settings map to counts and unknown ones are refused by name."""
+    from refusion_pl.models.nafnet import photo_peaks, photo_statistics, photo_stats_per_channel
+
+    photo = torch.full((1, 3, 32, 48), 0.2)
+    photo[0, 0, 8:12, 16:20] = 0.9  # a red lamp filling one 4x4 block
+    photo[0, 1, 5, 7] = 1.0  # one hot green pixel
+    peaks = photo_peaks(photo)
+    assert torch.allclose(peaks, torch.tensor([[0.9, 0.2 + 0.8 / 16, 0.2]]))
+    assert torch.allclose(photo_peaks(photo, pool=1), torch.tensor([[0.9, 1.0, 0.2]]))
+    assert photo_peaks(photo[0]).shape == (3,) and photo_peaks(torch.rand(2, 3, 2, 3)).shape == (2, 3)
+    stats = photo_statistics(photo, 2)
+    assert torch.equal(stats[:, :3], photo.mean((-2, -1))) and torch.equal(stats[:, 3:], peaks)
+    assert torch.equal(photo_statistics(photo, 1), photo.mean((-2, -1)))
+    with pytest.raises(ValueError, match="3 photo statistics per channel"):
+        photo_statistics(photo, 3)
+    assert [photo_stats_per_channel(s) for s in (False, None, True, "means", "means_and_peaks")] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+    ]
+    with pytest.raises(ValueError, match=r"photo_stats=.peaks.*means_and_peaks"):
+        photo_stats_per_channel("peaks")

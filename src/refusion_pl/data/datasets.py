@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from refusion_pl.data.degradations import Degradation, _uniform
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
-from refusion_pl.models.nafnet import photo_means
+from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics, photo_stats_per_channel
 
 log = logging.getLogger(__name__)
 
@@ -527,6 +527,7 @@ class _PairDataset(Dataset):
         self.views, self.renderer = views, renderer
         self.loader = _Loader(channels, scale, cache, views)
         self._depths: dict[str, tuple[Tensor, Tensor]] = {}
+        self._shrunk: dict[str, Tensor] | None = {} if cache else None  # photo_stats: shrunk clean photos
 
     def _depth(self, pair: Pair, gt: Tensor) -> tuple[Tensor, Tensor]:
         """The photo's depth map and a sorted sample of it (the focus quantile of the whole photo, cheaply)."""
@@ -589,7 +590,7 @@ class TrainDataset(_PairDataset):
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
-        photo_stats: bool = False,
+        photo_stats: bool | str = False,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,
@@ -599,9 +600,12 @@ class TrainDataset(_PairDataset):
         renderer: BokehRenderer | None = None,
     ) -> None:
         super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
+        try:
+            self.photo_stats = photo_stats_per_channel(photo_stats)
+        except ValueError as err:
+            raise DataError(f"data.{err}") from None
         if photo_stats and (renderer is not None or any(pair.scalars is not None for pair in pairs)):
             raise DataError("data.photo_stats cannot be combined with per-image lens scalars (bokeh pairs)")
-        self.photo_stats = photo_stats
         self.length, self.crop_size, self.degradation = length, crop_size, degradation
         self.augment, self.swap_prob, self.pad_small = augment, swap_prob, pad_small
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
@@ -619,13 +623,16 @@ class TrainDataset(_PairDataset):
         if lq is None and self.renderer is not None:
             depth, photo = aligned_crop(self._depth(pair, gt)[0], gt, self.crop_size, 1, g, self.pad_small)
             lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
-        if lq is None and (self.degrade_window or self.photo_stats):
-            gt = random_window(gt, self.degrade_window or max(gt.shape[-2:]), self.scale, g)
+        if lq is None and self.degrade_window:
+            gt = random_window(gt, self.degrade_window, self.scale, g)
             lq, gt = self._degrade(pair, gt, g)  # the crop below cuts through degradations at photo scale
-        # the whole photo's channel means, LQ then GT: what photo_stats networks are conditioned on
-        means = (photo_means(lq), photo_means(gt)) if self.photo_stats and lq is not None else None
+        # photo_stats: the statistics of the whole photo (or window), LQ then GT
+        stats = self._photo_stats(lq, gt, PEAK_POOL) if self.photo_stats and lq is not None else None
+        whole = gt
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
+            if self.photo_stats:
+                stats = self._shrunk_photo_stats(pair, whole, g)
             lq, gt = self._degrade(pair, gt, g)
         if self.augment:
             lq, gt = (vertical_flip if self.views == 2 else dihedral)([lq, gt], g)
@@ -634,17 +641,36 @@ class TrainDataset(_PairDataset):
         if self.mild_prob > 0 and float(torch.rand((), generator=g)) < self.mild_prob:
             severity = _uniform(g, tuple(self.mild_severity))
             lq = milder(lq, gt, severity)
-            if means is not None:  # a blend's means are the blend of the means
-                means = (milder(means[0], means[1], severity), means[1])
+            if stats is not None:  # a blend's statistics as the blend of the statistics (exact for means)
+                stats = (milder(stats[0], stats[1], severity), stats[1])
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
                 extra["cond_scalars"] = extra["cond_scalars"][[1, 0, 2]]
-            if means is not None:
-                means = (means[1], means[0])
-        if means is not None:
-            extra["cond_scalars"] = means[0]
+            if stats is not None:
+                stats = (stats[1], stats[0])
+        if stats is not None:
+            extra["cond_scalars"] = stats[0]
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": pair.name, **extra}
+
+    def _photo_stats(self, lq: Tensor, gt: Tensor, pool: int) -> tuple[Tensor, Tensor]:
+        """What ``photo_stats`` networks are conditioned on (:func:`photo_statistics`), for LQ and GT."""
+        return photo_statistics(lq, self.photo_stats, pool), photo_statistics(gt, self.photo_stats, pool)
+
+    def _shrunk_photo_stats(self, pair: Pair, whole: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The statistics of the whole clean photo shrunk ``PEAK_POOL`` times and degraded with the draws its
+        crop is about to get (from a copy of ``g``): a sixteenth of the cost of degrading the whole photo. Means
+        survive the shrinking, and the peaks are taken over ``PEAK_POOL``-averaged blocks anyway."""
+        factor = PEAK_POOL if min(whole.shape[-2:]) >= 2 * PEAK_POOL * self.scale else 1
+        small = self._shrunk.get(pair.name) if self._shrunk is not None else None
+        if small is None:
+            small = F.avg_pool2d(whole[None], factor)[0] if factor > 1 else whole
+            h, w = (side // self.scale * self.scale for side in small.shape[-2:])
+            small = small[..., :h, :w]
+            if self._shrunk is not None:
+                self._shrunk[pair.name] = small
+        lq, gt = self._degrade(pair, small, torch.Generator().set_state(g.get_state()))
+        return self._photo_stats(lq, gt, PEAK_POOL if factor == 1 else 1)
 
     def _degrade(self, pair: Pair, gt: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """``(lq, gt)`` from a clean image: recoloured with ``recolour_prob`` and darkened with ``dark_prob``

@@ -16,6 +16,7 @@ from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metrics
 from refusion_pl.models import PREDICTIONS, AEHidden, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.models.inference import inference_switches, prepare_for_inference
+from refusion_pl.models.nafnet import photo_stats_per_channel
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE, LOSSES
 
@@ -78,8 +79,9 @@ class DiffusionModule(RestorationModule):
         if variant and net_variant and variant != net_variant:
             raise ValueError(f"variant={variant!r} and nafnet.variant={net_variant!r} disagree")
         variant = variant or net_variant or model
-        # net.nafnet.photo_stats: condition on the whole input photo's channel means (photo_means), all views'
-        photo_stats = channels * (2 if variant == "stereo" else 1) if nafnet.pop("photo_stats", False) else 0
+        # net.nafnet.photo_stats: condition on the whole input photo's statistics (photo_statistics), all views'
+        per_channel = photo_stats_per_channel(nafnet.pop("photo_stats", False))
+        photo_stats = channels * (2 if variant == "stereo" else 1) * per_channel
         if variant not in NETWORK_VARIANTS[model]:
             raise ValueError(
                 f"variant={variant!r} does not fit model={model!r}; choose one of: "

@@ -38,6 +38,49 @@ def photo_means(image: Tensor) -> Tensor:
     return image.float().mean(dim=(-2, -1))
 
 
+PEAK_POOL = 4  # photo_peaks averages blocks this big first: one hot or noisy pixel is not a peak
+# net.nafnet.photo_stats: the statistics per image channel that each setting conditions the network on
+PHOTO_STATS: dict[str, int] = {"means": 1, "means_and_peaks": 2}
+
+
+def photo_peaks(image: Tensor, pool: int = PEAK_POOL) -> Tensor:
+    """Per-channel maxima of each photo averaged over ``pool`` x ``pool`` blocks, ``(B, C)``.
+
+    Means cannot tell a dusk scene from an underexposed day: both are dark on average. Their brightest parts
+    can: a lamp or a lit window stays near white in a slightly dark photo, while a low-light degradation leaves
+    nothing brighter than its gain.
+    """
+    h, w = image.shape[-2:]
+    kernel = max(1, min(pool, h, w))
+    pooled = image.float().reshape(1, -1, h, w)
+    if kernel > 1:
+        pooled = F.avg_pool2d(pooled, kernel)
+    return pooled.amax(dim=(-2, -1)).reshape(image.shape[:-2])
+
+
+def photo_stats_per_channel(setting: object) -> int:
+    """How many statistics per channel the ``net.nafnet.photo_stats`` setting asks for (0: off; true: means)."""
+    if setting is None or setting is False:
+        return 0
+    if setting is True:
+        return PHOTO_STATS["means"]
+    if setting not in PHOTO_STATS:
+        choices = ", ".join(["false", *PHOTO_STATS])
+        raise ValueError(f"photo_stats={setting!r} is not supported; choose one of: {choices}")
+    return PHOTO_STATS[str(setting)]
+
+
+def photo_statistics(image: Tensor, per_channel: int, pool: int = PEAK_POOL) -> Tensor:
+    """The ``(B, C * per_channel)`` statistics of each whole photo that ``photo_stats`` networks take: the
+    channel means, then (``per_channel`` 2) the channel peaks (:func:`photo_peaks` over ``pool`` blocks)."""
+    if per_channel not in PHOTO_STATS.values():
+        raise ValueError(
+            f"{per_channel} photo statistics per channel; supported: {sorted(PHOTO_STATS.values())}"
+        )
+    means = photo_means(image)
+    return means if per_channel == 1 else torch.cat([means, photo_peaks(image, pool)], dim=-1)
+
+
 class StereoFusion(nn.Module):
     """Stereo cross-attention (SCAM) between the left and right halves of the batch.
 
@@ -138,8 +181,8 @@ class ConditionalNAFNet(nn.Module):
       modulate every block's feed-forward.
 
     ``photo_stats`` > 0 (not with `bokeh`) conditions every block on that many per-photo statistics, passed as
-    ``cond_scalars``: the whole input photo's channel means (:func:`photo_means`), embedded from their logs and
-    added to the time embedding through a zero-initialised layer, so a fresh network ignores them.
+    ``cond_scalars``: the whole input photo's channel means, and maybe peaks (:func:`photo_statistics`), embedded
+    from their logs and added to the time embedding through a zero-initialised layer, so a fresh network ignores them.
     """
 
     def __init__(
@@ -239,7 +282,7 @@ class ConditionalNAFNet(nn.Module):
             got = None if cond_scalars is None else tuple(cond_scalars.shape)
             raise ValueError(
                 f"this network needs cond_scalars of shape (B, {self.photo_stats}): the photo's "
-                f"channel means (photo_means); got {got} for batch {batch}"
+                f"statistics (photo_statistics); got {got} for batch {batch}"
             )
         stats = cond_scalars.reshape(batch, self.photo_stats).float()
         return self.photo_mlp(stats.clamp(1 / 255, 1).log())
