@@ -24,6 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from refusion_pl.config import CONFIG_DIR, register_schemas
+from refusion_pl.models.nafnet import photo_stats_kind
 
 BANDS = (
     (0.0, 0.03),
@@ -50,12 +51,9 @@ def training_means(
     data.setup("fit")
     dataset = data.dataset("train")
     samples = [dataset[i] for i in range(min(pairs, len(dataset)))]
-    # the channel means lead the photo statistics (photo_statistics), peaks follow them
-    photo = [
-        s["cond_scalars"][: s["lq"].shape[0]].mean()
-        for s in samples
-        if "cond_scalars" in s and cfg.net.nafnet.photo_stats
-    ]
+    # the channel means lead the photo statistics (photo_statistics) of these kinds; peaks follow them
+    means = photo_stats_kind(cfg.net.nafnet.photo_stats) in ("means", "means_and_peaks")
+    photo = [s["cond_scalars"][: s["lq"].shape[0]].mean() for s in samples if "cond_scalars" in s and means]
     return (
         torch.stack([s["lq"].mean() for s in samples]),
         torch.stack([s["gt"].mean() for s in samples]),

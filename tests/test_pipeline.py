@@ -252,12 +252,12 @@ def test_means_and_peaks_networks_see_the_whole_photos_peaks_through_tiles():
     lq = torch.rand(1, 3, 40, 56) * 0.3
     lq[..., 32:36, 48:52] = 0.95  # one lamp, in the bottom-right tile only
     spy = MeansSpy()
-    spy.photo_stats = 6
+    spy.photo_stats, spy.photo_kind = 6, "means_and_peaks"
     restore_tiled(sde, spy, lq, steps=2, tile=24, overlap=8)
     seen = torch.cat(spy.seen)
-    expected = photo_statistics(lq, 2)
+    expected = photo_statistics(lq, "means_and_peaks")
     assert len(spy.seen) >= 2 and torch.allclose(seen, expected.expand_as(seen))
     assert torch.allclose(expected[0, 3:], torch.full((3,), 0.95))
-    spy.photo_stats = 4  # not a whole number per channel of a 3-channel photo
-    with pytest.raises(ValueError, match="4 photo statistics"):
+    spy.photo_stats = 4  # not what this kind gives a 3-channel photo
+    with pytest.raises(ValueError, match="takes 4 photo statistics, but this 3-channel input gives 6"):
         restore(sde, spy, lq, steps=2)

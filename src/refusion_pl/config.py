@@ -118,17 +118,17 @@ def _values(choices: type[StrEnum]) -> tuple[str, ...]:
 
 SCHEDULES = _values(Schedule)
 PREDICTIONS = _values(Prediction)
-# Mirrors refusion_pl.models.nafnet.PHOTO_STATS: net.nafnet.photo_stats settings, statistics per channel
-PHOTO_STATS: dict[str, int] = {"means": 1, "means_and_peaks": 2}
+# Mirrors refusion_pl.models.nafnet.PHOTO_STATS: the net.nafnet.photo_stats settings besides false (and true: means)
+PHOTO_STATS: tuple[str, ...] = ("means", "means_and_peaks", "peak")
 
 
-def photo_stats_per_channel(setting: object) -> int | None:
-    """Statistics per channel for a ``photo_stats`` setting (false/null: 0, true: means), None if unknown."""
+def photo_stats_kind(setting: object) -> str | None:
+    """A ``photo_stats`` setting by name (false/null: ``off``, true: ``means``), None if unknown."""
     if setting is None or setting is False:
-        return 0
+        return "off"
     if setting is True:
-        return PHOTO_STATS["means"]
-    return PHOTO_STATS.get(setting) if isinstance(setting, str) else None
+        return "means"
+    return setting if isinstance(setting, str) and setting in PHOTO_STATS else None
 
 
 SDE_LOSSES = _values(SDELoss)
@@ -431,7 +431,7 @@ def _check_variant(cfg: Any) -> None:
             f"{', '.join(allowed)}{hint}"
         )
     photo_stats = cfg.net.nafnet.photo_stats
-    if photo_stats_per_channel(photo_stats) is None:
+    if photo_stats_kind(photo_stats) is None:
         raise ConfigError(
             f"net.nafnet.photo_stats={photo_stats!r} is not supported; choose one of: false, {', '.join(PHOTO_STATS)}"
         )
@@ -441,7 +441,7 @@ def _check_variant(cfg: Any) -> None:
             "per-image scalars are the lens settings"
         )
     data_photo_stats = (cfg.data or {}).get("photo_stats", False)
-    if photo_stats_per_channel(data_photo_stats) != photo_stats_per_channel(photo_stats):
+    if photo_stats_kind(data_photo_stats) != photo_stats_kind(photo_stats):
         raise ConfigError(
             f"data.photo_stats={data_photo_stats} and net.nafnet.photo_stats={photo_stats} disagree: "
             "the network takes the photo statistics only the data computes (set net.nafnet.photo_stats alone)"

@@ -31,18 +31,18 @@ def with_scalars(net: nn.Module, scalars: torch.Tensor | None) -> nn.Module:
 
 
 def photo_scalars(net: nn.Module, lq: torch.Tensor, cond_scalars: torch.Tensor | None) -> torch.Tensor | None:
-    """``cond_scalars`` as given, else for ``photo_stats`` networks the statistics of the whole ``lq`` (channel
-    means, and peaks when the network takes two per channel): taken before margins and tiles, so every tile is
-    told how dark its whole photo is."""
+    """``cond_scalars`` as given, else for ``photo_stats`` networks the statistics of the whole ``lq`` they take
+    (``net.photo_kind``): computed before margins and tiles, so every tile is told how dark its whole photo is."""
     count = getattr(net, "photo_stats", 0)
     if cond_scalars is not None or not count:
         return cond_scalars
-    if count % lq.shape[1]:
+    stats = photo_statistics(lq, getattr(net, "photo_kind", "means"))
+    if stats.shape[-1] != count:
         raise ValueError(
-            f"the network takes {count} photo statistics, not a whole number per channel of this "
-            f"{lq.shape[1]}-channel input"
+            f"the network takes {count} photo statistics, but this {lq.shape[1]}-channel input gives "
+            f"{stats.shape[-1]} ({getattr(net, 'photo_kind', 'means')})"
         )
-    return photo_statistics(lq, count // lq.shape[1])
+    return stats
 
 
 def add_edge_margin(image: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from refusion_pl.data import PairedDataModule
 from refusion_pl.data.datasets import BUNDLED_SPLITS, EpochSampler
 from refusion_pl.data.io import DataError
-from refusion_pl.models.nafnet import photo_stats_per_channel
+from refusion_pl.models.nafnet import photo_stats_kind
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = ["shadow", "derain", "denoise", "deblur", "dehaze", "sr", "inpaint", "lowlight", "jpeg"]
@@ -320,7 +320,7 @@ def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tens
     from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics
 
     settings = {**FAST, "train_samples_per_epoch": 6, "augment": False, "photo_stats": True, **extra}
-    per_channel = photo_stats_per_channel(settings["photo_stats"])
+    kind = photo_stats_kind(settings["photo_stats"])
     dm = PairedDataModule(degradation=HALF_EXPOSURE, **settings)
     dm.setup("fit")
     dataset = dm.train_dataloader().dataset
@@ -331,8 +331,8 @@ def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tens
         samples.append(
             (
                 sample["cond_scalars"],
-                photo_statistics(sample["lq"], per_channel),
-                photo_statistics(shrunk, per_channel, pool=1),
+                photo_statistics(sample["lq"], kind),
+                photo_statistics(shrunk, kind, pool=1),
             )
         )
     return samples
@@ -341,8 +341,9 @@ def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tens
 def test_photo_stats_are_the_whole_degraded_photos_statistics() -> None:
     """Each sample carries its whole photo's LQ channel means (and peaks), not its crop's; mild blends and swaps
     move them with the pixels."""
-    for setting in (True, "means_and_peaks"):
+    for setting, count in ((True, 3), ("means_and_peaks", 6), ("peak", 1)):
         plain = _photo_stats_samples(photo_stats=setting)
+        assert plain[0][0].shape == (count,), setting
         assert all(torch.allclose(stats, 0.5 * photo, atol=1e-6) for stats, _, photo in plain), setting
         assert max(float((stats - crop).abs().max()) for stats, crop, _ in plain) > 0.02  # crops differ
         for extra, factor in (
@@ -351,7 +352,6 @@ def test_photo_stats_are_the_whole_degraded_photos_statistics() -> None:
         ):
             samples = _photo_stats_samples(photo_stats=setting, **extra)
             assert all(torch.allclose(stats, factor * photo, atol=1e-6) for stats, _, photo in samples), extra
-    assert plain[0][0].shape == (6,)  # means, then peaks
 
 
 def test_photo_stats_are_drawn_with_the_crops_own_degradation() -> None:

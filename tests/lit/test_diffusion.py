@@ -180,7 +180,11 @@ def test_photo_stats_module_trains_on_the_batch_means_and_restores_from_the_phot
     peaks = DiffusionModule(
         model="latent", nafnet={**TINY, "photo_stats": "means_and_peaks"}, autoencoder=AE_TINY, sde=SDE
     )
-    assert peaks.net.photo_stats == 6  # three means, three peaks
+    assert (
+        peaks.net.photo_stats == 6 and peaks.net.photo_kind == "means_and_peaks"
+    )  # three means, three peaks
+    peak = DiffusionModule(model="pixel", nafnet={**TINY, "photo_stats": "peak"}, sde=SDE)
+    assert peak.net.photo_stats == 1 and peak.noise_model.photo_kind == "peak"
     with pytest.raises(ValueError, match="photo_stats='peaks'"):
         DiffusionModule(model="pixel", nafnet={**TINY, "photo_stats": "peaks"}, sde=SDE)
     for name, parameter in module.net.named_parameters():

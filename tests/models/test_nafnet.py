@@ -232,9 +232,9 @@ def test_photo_stats_are_refused_for_bokeh_and_below_zero() -> None:
 
 
 def test_photo_peaks_are_the_brightest_blocks_not_the_brightest_pixel() -> None:
-    """Peaks: per channel, the brightest PEAK_POOL-averaged block (a lamp), not one hot pixel; statistics put
-    the means first; settings map to counts and unknown ones are refused by name."""
-    from refusion_pl.models.nafnet import photo_peaks, photo_statistics, photo_stats_per_channel
+    """Peaks: per channel, the brightest PEAK_POOL-averaged block (a lamp), not one hot pixel; the statistics of
+    each kind; settings map to kinds and counts, and unknown ones are refused by name."""
+    from refusion_pl.models.nafnet import photo_peaks, photo_statistics, photo_stats_count, photo_stats_kind
 
     photo = torch.full((1, 3, 32, 48), 0.2)
     photo[0, 0, 8:12, 16:20] = 0.9  # a red lamp filling one 4x4 block
@@ -243,17 +243,14 @@ def test_photo_peaks_are_the_brightest_blocks_not_the_brightest_pixel() -> None:
     assert torch.allclose(peaks, torch.tensor([[0.9, 0.2 + 0.8 / 16, 0.2]]))
     assert torch.allclose(photo_peaks(photo, pool=1), torch.tensor([[0.9, 1.0, 0.2]]))
     assert photo_peaks(photo[0]).shape == (3,) and photo_peaks(torch.rand(2, 3, 2, 3)).shape == (2, 3)
-    stats = photo_statistics(photo, 2)
+    stats = photo_statistics(photo, "means_and_peaks")
     assert torch.equal(stats[:, :3], photo.mean((-2, -1))) and torch.equal(stats[:, 3:], peaks)
-    assert torch.equal(photo_statistics(photo, 1), photo.mean((-2, -1)))
-    with pytest.raises(ValueError, match="3 photo statistics per channel"):
-        photo_statistics(photo, 3)
-    assert [photo_stats_per_channel(s) for s in (False, None, True, "means", "means_and_peaks")] == [
-        0,
-        0,
-        1,
-        1,
-        2,
-    ]
-    with pytest.raises(ValueError, match=r"photo_stats=.peaks.*means_and_peaks"):
-        photo_stats_per_channel("peaks")
+    assert torch.equal(photo_statistics(photo, "means"), photo.mean((-2, -1)))
+    assert torch.allclose(photo_statistics(photo, "peak"), torch.tensor([[0.9]]))
+    with pytest.raises(ValueError, match="'peaks'; choose one of"):
+        photo_statistics(photo, "peaks")
+    kinds = [photo_stats_kind(s) for s in (False, None, True, "means", "means_and_peaks", "peak")]
+    assert kinds == [None, None, "means", "means", "means_and_peaks", "peak"]
+    assert [photo_stats_count(k, 3) for k in kinds] == [0, 0, 3, 3, 6, 1]
+    with pytest.raises(ValueError, match=r"photo_stats='peaks'.*means_and_peaks"):
+        photo_stats_kind("peaks")

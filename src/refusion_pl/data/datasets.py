@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from refusion_pl.data.degradations import Degradation, _uniform
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
-from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics, photo_stats_per_channel
+from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics, photo_stats_kind
 
 log = logging.getLogger(__name__)
 
@@ -601,7 +601,7 @@ class TrainDataset(_PairDataset):
     ) -> None:
         super().__init__(pairs, channels, scale, skip_bad, cache, views, renderer)
         try:
-            self.photo_stats = photo_stats_per_channel(photo_stats)
+            self.photo_stats = photo_stats_kind(photo_stats)
         except ValueError as err:
             raise DataError(f"data.{err}") from None
         if photo_stats and (renderer is not None or any(pair.scalars is not None for pair in pairs)):

@@ -16,7 +16,7 @@ from refusion_pl.lit.base import CHECKPOINT_KEY, RestorationModule
 from refusion_pl.lit.metrics import RestorationMetrics, side_by_side, view_metrics
 from refusion_pl.models import PREDICTIONS, AEHidden, ConditionalNAFNet, UNetAutoencoder, noise_model
 from refusion_pl.models.inference import inference_switches, prepare_for_inference
-from refusion_pl.models.nafnet import photo_stats_per_channel
+from refusion_pl.models.nafnet import photo_stats_count, photo_stats_kind
 from refusion_pl.pipeline import restore
 from refusion_pl.sde import IRSDE, LOSSES
 
@@ -80,8 +80,8 @@ class DiffusionModule(RestorationModule):
             raise ValueError(f"variant={variant!r} and nafnet.variant={net_variant!r} disagree")
         variant = variant or net_variant or model
         # net.nafnet.photo_stats: condition on the whole input photo's statistics (photo_statistics), all views'
-        per_channel = photo_stats_per_channel(nafnet.pop("photo_stats", False))
-        photo_stats = channels * (2 if variant == "stereo" else 1) * per_channel
+        photo_kind = photo_stats_kind(nafnet.pop("photo_stats", False))
+        photo_stats = photo_stats_count(photo_kind, channels * (2 if variant == "stereo" else 1))
         if variant not in NETWORK_VARIANTS[model]:
             raise ValueError(
                 f"variant={variant!r} does not fit model={model!r}; choose one of: "
@@ -119,7 +119,11 @@ class DiffusionModule(RestorationModule):
             self.autoencoder.requires_grad_(False).eval()
             net_channels = autoencoder["embed_dim"]
         self.net = ConditionalNAFNet(
-            img_channel=net_channels, variant=variant, photo_stats=photo_stats, **nafnet
+            img_channel=net_channels,
+            variant=variant,
+            photo_stats=photo_stats,
+            photo_kind=photo_kind or "means",
+            **nafnet,
         )
         if sde.get("icnr", False):
             self.net.init_icnr_upsampling()

@@ -39,8 +39,8 @@ def photo_means(image: Tensor) -> Tensor:
 
 
 PEAK_POOL = 4  # photo_peaks averages blocks this big first: one hot or noisy pixel is not a peak
-# net.nafnet.photo_stats: the statistics per image channel that each setting conditions the network on
-PHOTO_STATS: dict[str, int] = {"means": 1, "means_and_peaks": 2}
+# net.nafnet.photo_stats settings: the channel means; the means and the channel peaks; the one brightest peak
+PHOTO_STATS: tuple[str, ...] = ("means", "means_and_peaks", "peak")
 
 
 def photo_peaks(image: Tensor, pool: int = PEAK_POOL) -> Tensor:
@@ -58,27 +58,36 @@ def photo_peaks(image: Tensor, pool: int = PEAK_POOL) -> Tensor:
     return pooled.amax(dim=(-2, -1)).reshape(image.shape[:-2])
 
 
-def photo_stats_per_channel(setting: object) -> int:
-    """How many statistics per channel the ``net.nafnet.photo_stats`` setting asks for (0: off; true: means)."""
+def photo_stats_kind(setting: object) -> str | None:
+    """The ``net.nafnet.photo_stats`` setting by name: None when off, ``means`` for true."""
     if setting is None or setting is False:
-        return 0
+        return None
     if setting is True:
-        return PHOTO_STATS["means"]
+        return "means"
     if setting not in PHOTO_STATS:
-        choices = ", ".join(["false", *PHOTO_STATS])
-        raise ValueError(f"photo_stats={setting!r} is not supported; choose one of: {choices}")
-    return PHOTO_STATS[str(setting)]
-
-
-def photo_statistics(image: Tensor, per_channel: int, pool: int = PEAK_POOL) -> Tensor:
-    """The ``(B, C * per_channel)`` statistics of each whole photo that ``photo_stats`` networks take: the
-    channel means, then (``per_channel`` 2) the channel peaks (:func:`photo_peaks` over ``pool`` blocks)."""
-    if per_channel not in PHOTO_STATS.values():
         raise ValueError(
-            f"{per_channel} photo statistics per channel; supported: {sorted(PHOTO_STATS.values())}"
+            f"photo_stats={setting!r} is not supported; choose one of: false, {', '.join(PHOTO_STATS)}"
         )
-    means = photo_means(image)
-    return means if per_channel == 1 else torch.cat([means, photo_peaks(image, pool)], dim=-1)
+    return str(setting)
+
+
+def photo_stats_count(kind: str | None, channels: int) -> int:
+    """How many statistics ``kind`` gives for a ``channels``-channel photo (0 when off)."""
+    return {None: 0, "means": channels, "means_and_peaks": 2 * channels, "peak": 1}[kind]
+
+
+def photo_statistics(image: Tensor, kind: str, pool: int = PEAK_POOL) -> Tensor:
+    """The statistics of each whole photo that ``photo_stats`` networks take, ``(B, photo_stats_count)``:
+    ``means`` the channel means; ``means_and_peaks`` those, then the channel peaks (:func:`photo_peaks` over
+    ``pool`` blocks); ``peak`` the brightest channel peak alone (one number: it says how bright the photo's
+    lights are, yet unlike per-channel statistics no colour balance that names the photo)."""
+    if kind == "means":
+        return photo_means(image)
+    if kind == "means_and_peaks":
+        return torch.cat([photo_means(image), photo_peaks(image, pool)], dim=-1)
+    if kind == "peak":
+        return photo_peaks(image, pool).amax(dim=-1, keepdim=True)
+    raise ValueError(f"photo statistics {kind!r}; choose one of: {', '.join(PHOTO_STATS)}")
 
 
 class StereoFusion(nn.Module):
@@ -181,7 +190,7 @@ class ConditionalNAFNet(nn.Module):
       modulate every block's feed-forward.
 
     ``photo_stats`` > 0 (not with `bokeh`) conditions every block on that many per-photo statistics, passed as
-    ``cond_scalars``: the whole input photo's channel means, and maybe peaks (:func:`photo_statistics`), embedded
+    ``cond_scalars``: the whole input photo's ``photo_kind`` statistics (:func:`photo_statistics`), embedded
     from their logs and added to the time embedding through a zero-initialised layer, so a fresh network ignores them.
     """
 
@@ -194,6 +203,7 @@ class ConditionalNAFNet(nn.Module):
         dec_blk_nums: Sequence[int] = (1, 1, 1, 1),
         variant: Variant = "pixel",
         photo_stats: int = 0,
+        photo_kind: str = "means",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -216,6 +226,7 @@ class ConditionalNAFNet(nn.Module):
         self.cam_embed = SinusoidalEmbedding(width) if extra else None
         self.cam_mlp = nn.Sequential(*_embedding_mlp(NUM_COND_SCALARS * width, width)) if extra else None
         self.photo_stats = int(photo_stats)
+        self.photo_kind = photo_kind  # which statistics (photo_statistics) callers compute for it
         self.photo_mlp = nn.Sequential(*_embedding_mlp(photo_stats, width)) if photo_stats else None
         if self.photo_mlp is not None:
             nn.init.zeros_(self.photo_mlp[-1].weight)

@@ -24,6 +24,7 @@ class NoiseFromX0(nn.Module):
         self.sde = sde
         self.pad_multiple = getattr(net, "pad_multiple", 1)
         self.photo_stats = getattr(net, "photo_stats", 0)
+        self.photo_kind = getattr(net, "photo_kind", "means")
 
     def forward(self, xt: Tensor, mu: Tensor, t: Tensor, *args: object) -> Tensor:
         x0 = mu + self.net(xt, mu, t, *args)
