@@ -408,16 +408,35 @@ def test_shift_jitter_is_on_for_the_demos_but_not_for_shadow(compose_config):
 
 
 def test_the_latent_demo_trains_2000_steps_and_shadow_on_more_darkened_scenes(compose_config):
-    """Stage 2 of `experiment=demo` runs 2000 steps; its share of darkened scenes is the task's (shadow 0.3, else
+    """Stage 2 of `experiment=demo` runs 2000 steps; its share of darkened scenes is the task's (shadow and low light 0.3, else
     0.1); the pixel demo keeps its own recipe; an override wins; runs outside the demos darken nothing."""
-    shadow, lowlight = (compose_config(f"task={t}", "experiment=demo") for t in ("shadow", "lowlight"))
+    shadow, lowlight, derain = (
+        compose_config(f"task={t}", "experiment=demo") for t in ("shadow", "lowlight", "derain")
+    )
     assert shadow.trainer.max_steps == lowlight.trainer.max_steps == 2000
-    assert (shadow.data.dark_prob, lowlight.data.dark_prob) == (0.3, 0.1)
+    assert (shadow.data.dark_prob, lowlight.data.dark_prob, derain.data.dark_prob) == (0.3, 0.3, 0.1)
     pixel = compose_config("task=shadow", "experiment=demo_pixel")
     assert pixel.data.dark_prob == 0.1 and pixel.trainer.max_steps == 1500
     assert compose_config("task=shadow", "experiment=demo", "data.dark_prob=0").data.dark_prob == 0
     assert compose_config("task=shadow").data.dark_prob == 0.0
     validate_config(shadow)
+
+
+def test_the_low_light_demo_knows_the_photos_peak_and_sees_scenes_without_white(compose_config):
+    """Low light's demo: the network told the photo's peak, 30% of scenes darkened to white points of 0.6-1;
+    other tasks' demos and the pixel demo keep their recipes; an override wins."""
+    lowlight = compose_config("task=lowlight", "experiment=demo")
+    assert lowlight.net.nafnet.photo_stats == lowlight.data.photo_stats == "peak"
+    assert list(lowlight.data.dark_gain) == [0.6, 1.0]
+    validate_config(lowlight)
+    for others in (("task=shadow", "experiment=demo"), ("task=lowlight", "experiment=demo_pixel")):
+        cfg = compose_config(*others)
+        assert cfg.net.nafnet.photo_stats is False and cfg.data.photo_stats is False, others
+        assert list(cfg.data.dark_gain) == [0.15, 0.6], others
+        validate_config(cfg)
+    off = compose_config("task=lowlight", "experiment=demo", "net.nafnet.photo_stats=false")
+    assert off.data.photo_stats is False
+    assert compose_config("task=lowlight").net.nafnet.photo_stats is False  # outside the demos: off
 
 
 def test_photo_stats_reach_the_data_from_the_network_key(compose_config):

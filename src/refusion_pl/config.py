@@ -180,6 +180,10 @@ class TaskConfig:
     shift_jitter: bool = True
     # The latent demo's data.dark_prob: darkened scenes, so dark content is not taken for the degradation.
     dark_prob: float = 0.1
+    # The latent demo's data.dark_gain: how much darkened scenes are darkened (low light: white points of 0.6-1).
+    dark_gain: list[float] = field(default_factory=lambda: [0.15, 0.6])
+    # The latent demo's net.nafnet.photo_stats (low light: the photo's peak, so a dusk scene is not lifted).
+    photo_stats: Any = False
 
 
 @dataclass

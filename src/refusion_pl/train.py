@@ -334,6 +334,15 @@ def run_stage(
     return metrics, Path(best) if best else last, module, datamodule
 
 
+def kept_module(module: DiffusionModule, checkpoint: Path) -> DiffusionModule:
+    """The diffusion stage as its kept checkpoint holds it: the run's figure shows what restoring with that
+    checkpoint gives (the best by validation), not the last step's weights, which may restore worse."""
+    if checkpoint.name == "last.ckpt" or not checkpoint.is_file():
+        return module
+    kept = DiffusionModule.from_checkpoint(checkpoint, map_location=str(module.device))
+    return kept.to(module.device)
+
+
 def _write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
     """metrics.json, written by rank 0 only (every DDP rank runs ``train``)."""
     if rank_zero_only.rank == 0:
@@ -386,7 +395,8 @@ def _train(cfg: DictConfig, output_dir: Path, summary: dict[str, Any]) -> dict[s
         _write_summary(output_dir, summary)
 
     if isinstance(module, DiffusionModule) and cfg.figure.enabled and rank_zero_only.rank == 0:
-        figure = save_restoration_figure(module, datamodule, output_dir / "restorations.png", cfg.figure)
+        shown = kept_module(module, checkpoint)
+        figure = save_restoration_figure(shown, datamodule, output_dir / "restorations.png", cfg.figure)
         summary["figure"] = str(figure)
     summary.update(status="completed", final=metrics)
     _write_summary(output_dir, summary)
