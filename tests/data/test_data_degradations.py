@@ -38,6 +38,8 @@ def test_task_yaml_builds_and_is_deterministic(task: str, photo: torch.Tensor) -
         "mild_severity",
         "shift_jitter",
         "dark_prob",
+        "dark_gain",
+        "photo_stats",
     }  # TaskConfig defaults where a task does not set them
     assert set(cfg.task) - optional == {"name", "channels", "scale", "crop_border", "degradation"}
     deg = build_degradation(cfg.task.degradation)
