@@ -314,28 +314,33 @@ def test_random_window_is_a_slice_capped_at_the_image() -> None:
 HALF_EXPOSURE = {"name": "lowlight", "gain": [0.5, 0.5], "gamma": [1, 1], "noise": [0, 0], "quantize": False}
 
 
-def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(cond_scalars, crop LQ statistics, whole GT photo statistics) of training samples under an exact half
-    exposure; the photo's statistics are those of the photo shrunk PEAK_POOL times (what the data computes)."""
-    from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics
+def _samples_and_shrunk_photos(degradation: dict, **settings: object) -> list[tuple[dict, torch.Tensor]]:
+    """Training samples with photo statistics, each with its clean photo shrunk PEAK_POOL times (what the data
+    takes synthetic photo statistics on)."""
+    from refusion_pl.models.nafnet import PEAK_POOL
 
-    settings = {**FAST, "train_samples_per_epoch": 6, "augment": False, "photo_stats": True, **extra}
-    kind = photo_stats_kind(settings["photo_stats"])
-    dm = PairedDataModule(degradation=HALF_EXPOSURE, **settings)
+    dm = PairedDataModule(
+        degradation=degradation, **{**FAST, "augment": False, "photo_stats": True, **settings}
+    )
     dm.setup("fit")
     dataset = dm.train_dataloader().dataset
-    samples = []
+    pairs = []
     for index in range(len(dataset)):
-        sample, photo = dataset[index], dataset._load(index % len(dataset.pairs))[2]
-        shrunk = torch.nn.functional.avg_pool2d(photo[None], PEAK_POOL)[0]
-        samples.append(
-            (
-                sample["cond_scalars"],
-                photo_statistics(sample["lq"], kind),
-                photo_statistics(shrunk, kind, pool=1),
-            )
-        )
-    return samples
+        photo = dataset._load(index % len(dataset.pairs))[2]
+        pairs.append((dataset[index], torch.nn.functional.avg_pool2d(photo[None], PEAK_POOL)[0]))
+    return pairs
+
+
+def _photo_stats_samples(**extra: object) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(cond_scalars, crop LQ statistics, whole GT photo statistics) of training samples under an exact half
+    exposure."""
+    from refusion_pl.models.nafnet import photo_statistics
+
+    kind = photo_stats_kind(extra.get("photo_stats", True))
+    return [
+        (sample["cond_scalars"], photo_statistics(sample["lq"], kind), photo_statistics(shrunk, kind, pool=1))
+        for sample, shrunk in _samples_and_shrunk_photos(HALF_EXPOSURE, train_samples_per_epoch=6, **extra)
+    ]
 
 
 def test_photo_stats_are_the_whole_degraded_photos_statistics() -> None:
@@ -352,22 +357,17 @@ def test_photo_stats_are_the_whole_degraded_photos_statistics() -> None:
         ):
             samples = _photo_stats_samples(photo_stats=setting, **extra)
             assert all(torch.allclose(stats, factor * photo, atol=1e-6) for stats, _, photo in samples), extra
+    assert "cond_scalars" not in _first_batches(PairedDataModule(degradation=HALF_EXPOSURE, **FAST), 1)[0]
 
 
 def test_photo_stats_are_drawn_with_the_crops_own_degradation() -> None:
     """The shrunk photo is degraded with the draws its crop gets (a copy of its generator): under a random
     exposure the photo's LQ/GT ratio is the crop's, sample by sample."""
-    exposure = {**HALF_EXPOSURE, "gain": [0.1, 0.9]}
-    settings = {**FAST, "train_samples_per_epoch": 8, "augment": False, "photo_stats": True}
-    dm = PairedDataModule(degradation=exposure, **settings)
-    dm.setup("fit")
-    dataset = dm.train_dataloader().dataset
     gains = []
-    for index in range(len(dataset)):
-        sample, photo = dataset[index], dataset._load(index % len(dataset.pairs))[2]
-        shrunk_means = torch.nn.functional.avg_pool2d(photo[None], 4)[0].mean((-2, -1))
+    for sample, shrunk in _samples_and_shrunk_photos(
+        {**HALF_EXPOSURE, "gain": [0.1, 0.9]}, train_samples_per_epoch=8
+    ):
         crop_gain = sample["lq"].mean() / sample["gt"].mean()
-        gains.append((float(crop_gain), float((sample["cond_scalars"] / shrunk_means).mean())))
+        gains.append((float(crop_gain), float((sample["cond_scalars"] / shrunk.mean((-2, -1))).mean())))
     assert all(abs(crop - photo) < 1e-5 for crop, photo in gains), gains
     assert max(crop for crop, _ in gains) - min(crop for crop, _ in gains) > 0.2  # the gains do vary
-    assert "cond_scalars" not in _first_batches(PairedDataModule(degradation=HALF_EXPOSURE, **FAST), 1)[0]
