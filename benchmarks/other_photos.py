@@ -6,7 +6,8 @@ antialiased) by each of ``--scales``, and the bundle's greyscale photographs (in
 are added. Each is degraded with the run's own degradation, seeded by the photo's name so that every size of a
 photo gets the same draw (one low-light gain, one shadow layout drawn relative to the image), then restored at the
 run's own settings. Reports input and restored PSNR per photo, the mean gain per size and on the unseen photos,
-and the worst change. Writes ``--out`` (.json and .md).
+and the worst change. ``--mild`` degrades every photo mildly instead (`demo_recipes.MILD`): whether a photo that
+needs little comes out worse at other sizes and on other content. Writes ``--out`` (.json and .md).
 
     .venv/bin/python benchmarks/other_photos.py RUN [RUN ...]
     .venv/bin/python benchmarks/other_photos.py RUN --scales 1 2 4 --photos camera moon
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from block_grid import best_checkpoint
-from demo_recipes import combined, mean, restore_all, results_parser
+from demo_recipes import MILD, combined, mean, restore_all, results_parser
 
 from refusion_pl.data.datasets import BUNDLED_FILES, BUNDLED_SPLITS
 from refusion_pl.data.degradations import build_degradation
@@ -67,13 +68,19 @@ def cases(scales: list[float], unseen: list[str]) -> list[tuple[str, float, torc
     return held + [(name, 1.0, read_photo(UNSEEN[name])) for name in unseen]
 
 
-def evaluate_run(run_dir: Path, photos: list[tuple[str, float, torch.Tensor]]) -> dict:
-    """Every photo of ``cases`` degraded by the run's own model (one draw per photo name) and restored."""
+def evaluate_run(run_dir: Path, photos: list[tuple[str, float, torch.Tensor]], mild: bool = False) -> dict:
+    """Every photo of ``cases`` degraded by the run's own model (one draw per photo name; ``mild``: its mild
+    copy, `demo_recipes.MILD`) and restored."""
     module = DiffusionModule.from_checkpoint(best_checkpoint(run_dir))
     data_cfg = module.run_config["data"]
     if data_cfg.get("root") is not None or data_cfg.get("degradation") is None:
         raise SystemExit(f"{run_dir}: not a run on the bundled photos with a synthetic degradation")
-    degradation = build_degradation(dict(data_cfg["degradation"]))
+    task = module.run_config["task"]["name"]
+    if mild and task not in MILD:
+        raise SystemExit(
+            f"{run_dir}: --mild knows no mild degradation for task={task} (only {', '.join(MILD)})"
+        )
+    degradation = build_degradation({**data_cfg["degradation"], **(MILD[task] if mild else {})})
     rows = []
     for name, scale, gt in photos:
         lq = degradation(gt[None], torch.Generator().manual_seed(photo_seed(name)))[0]
@@ -83,7 +90,7 @@ def evaluate_run(run_dir: Path, photos: list[tuple[str, float, torch.Tensor]]) -
             f"| {name} | {scale:g} | {result['size'][0]}x{result['size'][1]} | {photo_line(result)} |",
             flush=True,
         )
-    return {"run": str(run_dir), "task": module.run_config["task"]["name"], "photos": rows}
+    return {"run": str(run_dir), "task": task + (" (mild)" if mild else ""), "photos": rows}
 
 
 def photo_line(row: dict) -> str:
@@ -135,13 +142,18 @@ def main() -> None:
     parser = results_parser(__doc__, RESULTS)
     parser.add_argument("--scales", nargs="+", type=float, default=[0.5, 1.0, 2.0])
     parser.add_argument("--photos", nargs="+", default=list(UNSEEN), choices=list(UNSEEN))
+    parser.add_argument(
+        "--mild",
+        action="store_true",
+        help="degrade each photo mildly instead (demo_recipes.MILD): what it loses",
+    )
     args = parser.parse_args()
     if combined(parser, args, write):
         return
     if any(scale <= 0 for scale in args.scales):
         parser.error(f"--scales must be positive, got {args.scales}")
     photos = cases(args.scales, args.photos)  # read and resized once for every run
-    write(args.out, [evaluate_run(run, photos) for run in args.runs])
+    write(args.out, [evaluate_run(run, photos, args.mild) for run in args.runs])
 
 
 if __name__ == "__main__":

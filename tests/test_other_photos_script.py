@@ -81,3 +81,37 @@ def test_unknown_photo_and_bad_scale_are_refused(monkeypatch, capsys) -> None:
         with pytest.raises(SystemExit):
             photos.main()
     assert "lena" in capsys.readouterr().err
+
+
+def test_mild_copies_are_degraded_by_the_tasks_mild_model(monkeypatch) -> None:
+    """``--mild``: every photo gets the task's mild degradation (far less degraded than the run's own), and a
+    task without one is refused by name."""
+    from pathlib import Path
+
+    from refusion_pl.lit import DiffusionModule
+
+    photos = script()
+    torch.manual_seed(0)
+    tiny = {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]}
+    sde = {
+        "max_sigma": 50,
+        "steps": 4,
+        "schedule": "cosine",
+        "eps": 0.005,
+        "sampler": "ode",
+        "prediction": "x0",
+    }
+    module = DiffusionModule(model="pixel", nafnet=tiny, sde=sde, val={"temperature": 0}).eval()
+    module.run_config = {
+        "data": {"root": None, "degradation": {"name": "lowlight"}},
+        "task": {"name": "lowlight"},
+    }
+    monkeypatch.setattr(photos, "best_checkpoint", lambda run: run)
+    monkeypatch.setattr(photos.DiffusionModule, "from_checkpoint", lambda path: module)
+    cases = [("chelsea", 0.25, photos.resized(photos.read_photo("chelsea.png"), 0.25))]
+    full, mild = (photos.evaluate_run(Path("run"), cases, mild=m) for m in (False, True))
+    assert mild["task"] == "lowlight (mild)" and full["task"] == "lowlight"
+    assert mild["photos"][0]["input"] > full["photos"][0]["input"] + 10
+    module.run_config["task"]["name"] = "derain"
+    with pytest.raises(SystemExit, match="task=derain"):
+        photos.evaluate_run(Path("run"), cases, mild=True)
