@@ -279,6 +279,10 @@ def test_stereo_and_bokeh_tasks_pick_their_model_data_and_network(compose_config
             r"net\.nafnet\.photo_stats='peaks' is not supported.*means_and_peaks",
         ),
         (
+            ["task.photo_stats=peaks"],
+            r"task\.photo_stats='peaks' is not supported.*means_and_peaks",
+        ),
+        (
             ["net.nafnet.photo_stats=means_and_peaks", "data.photo_stats=means"],
             r"data\.photo_stats=means and net\.nafnet\.photo_stats=means_and_peaks disagree",
         ),

@@ -89,14 +89,16 @@ def test_the_figure_shows_the_kept_checkpoint_not_the_last_steps_weights(
     assert kept.name.startswith("best-") and len(shown) == 1 and asked == [kept]
     state = safe_torch_load(kept)["state_dict"]
     assert all(torch.equal(value, state[key]) for key, value in shown[0].state_dict().items())
-    # a module whose weights moved on since the kept checkpoint is drawn from that checkpoint instead
+    # a module whose weights moved on since the kept checkpoint gets that checkpoint's back, its settings kept
     moved = DiffusionModule.from_checkpoint(kept)
+    moved.val_cfg["sampler"] = "sde"
     with torch.no_grad():
         next(moved.net.parameters()).add_(1.0)
-    restored = kept_module(moved, kept)
-    expected = next(DiffusionModule.from_checkpoint(kept).net.parameters())
-    assert restored is not moved and torch.equal(next(restored.net.parameters()), expected)
+    expected = next(DiffusionModule.from_checkpoint(kept).net.parameters()).clone()
     assert kept_module(moved, kept.parent / "last.ckpt") is moved
+    assert not torch.equal(next(moved.net.parameters()), expected)
+    assert kept_module(moved, kept) is moved and torch.equal(next(moved.net.parameters()), expected)
+    assert moved.val_cfg["sampler"] == "sde"
 
 
 def x0_network_sampling(module: DiffusionModule, lq: torch.Tensor, steps: int, seed: int) -> torch.Tensor:

@@ -122,7 +122,7 @@ PREDICTIONS = _values(Prediction)
 PHOTO_STATS: tuple[str, ...] = ("means", "means_and_peaks", "peak")
 
 
-def photo_stats_kind(setting: object) -> str | None:
+def photo_stats_setting(setting: object) -> str | None:
     """A ``photo_stats`` setting by name (false/null: ``off``, true: ``means``), None if unknown."""
     if setting is None or setting is False:
         return "off"
@@ -200,7 +200,9 @@ class NAFNetConfig:
     variant: NetworkVariant | None = (
         None  # null = the model's own; stereo (pixel) or bokeh (latent), set by the task
     )
-    photo_stats: Any = False  # false, means (or true) or means_and_peaks: condition on the whole input photo's statistics  # (README, "Photo statistics")
+    # false, means (or true), means_and_peaks or peak: condition on the whole input photo's statistics (README,
+    # "Photo statistics")
+    photo_stats: Any = False
 
 
 @dataclass
@@ -435,17 +437,18 @@ def _check_variant(cfg: Any) -> None:
             f"{', '.join(allowed)}{hint}"
         )
     photo_stats = cfg.net.nafnet.photo_stats
-    if photo_stats_kind(photo_stats) is None:
-        raise ConfigError(
-            f"net.nafnet.photo_stats={photo_stats!r} is not supported; choose one of: false, {', '.join(PHOTO_STATS)}"
-        )
+    for key, value in (("net.nafnet.photo_stats", photo_stats), ("task.photo_stats", cfg.task.photo_stats)):
+        if photo_stats_setting(value) is None:
+            raise ConfigError(
+                f"{key}={value!r} is not supported; choose one of: false, {', '.join(PHOTO_STATS)}"
+            )
     if photo_stats and variant == "bokeh":
         raise ConfigError(
             f"net.nafnet.photo_stats={str(photo_stats).lower()} does not combine with task={cfg.task.name}'s bokeh network: its "
             "per-image scalars are the lens settings"
         )
     data_photo_stats = (cfg.data or {}).get("photo_stats", False)
-    if photo_stats_kind(data_photo_stats) != photo_stats_kind(photo_stats):
+    if photo_stats_setting(data_photo_stats) != photo_stats_setting(photo_stats):
         raise ConfigError(
             f"data.photo_stats={data_photo_stats} and net.nafnet.photo_stats={photo_stats} disagree: "
             "the network takes the photo statistics only the data computes (set net.nafnet.photo_stats alone)"

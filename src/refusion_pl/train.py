@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from refusion_pl.checkpoints import safe_torch_load
 from refusion_pl.config import ConfigError, validate_config
 from refusion_pl.data import DataError
 from refusion_pl.extras import require_extras_for
@@ -335,12 +336,13 @@ def run_stage(
 
 
 def kept_module(module: DiffusionModule, checkpoint: Path) -> DiffusionModule:
-    """The diffusion stage as its kept checkpoint holds it: the run's figure shows what restoring with that
-    checkpoint gives (the best by validation), not the last step's weights, which may restore worse."""
+    """``module`` with the weights of its stage's kept checkpoint (the best by validation; loaded in place, its
+    settings kept): the run's figure shows what restoring with that checkpoint gives, not the last step's
+    weights, which may restore worse."""
     if checkpoint.name == "last.ckpt" or not checkpoint.is_file():
         return module
-    kept = DiffusionModule.from_checkpoint(checkpoint, map_location=str(module.device))
-    return kept.to(module.device)
+    module.load_state_dict(safe_torch_load(checkpoint, map_location="cpu")["state_dict"])
+    return module
 
 
 def _write_summary(output_dir: Path, summary: dict[str, Any]) -> None:

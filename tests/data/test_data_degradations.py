@@ -140,3 +140,37 @@ def test_jpeg_adds_block_artifacts(photo: torch.Tensor) -> None:
 def test_accepts_omegaconf_nodes(photo: torch.Tensor) -> None:
     deg = build_degradation(OmegaConf.create({"name": "denoise", "sigma": [5, 50]}))
     assert deg.params["sigma"] == (5.0, 50.0)
+
+
+def _small_draws(deg: object, image: torch.Tensor, seed: int, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every random draw of at most 4 numbers (the parameters, not noise fields) degrading ``image``."""
+    draws: list[float] = []
+
+    def spy(fn):
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            if out.numel() <= 4:
+                draws.extend(out.flatten().tolist())
+            return out
+
+        return wrapped
+
+    with monkeypatch.context() as patch:
+        for name in ("rand", "randn", "randint"):
+            patch.setattr(torch, name, spy(getattr(torch, name)))
+        deg(image, torch.Generator().manual_seed(seed))
+    return draws
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_scalars_first_degradations_draw_the_same_parameters_at_any_size(task, photo, monkeypatch) -> None:
+    """`scalars_first` (what lets training take photo statistics on a shrunk photo): a 128x128 image and a
+    37x52 one degraded from copies of one generator get the same parameters; the others do not, on some seed."""
+    cfg = OmegaConf.create({"task": OmegaConf.load(CONF / "task" / f"{task}.yaml")})
+    deg = build_degradation(cfg.task.degradation)
+    small = photo[..., :36, :52]  # a multiple of every super-resolution scale
+    same = [
+        _small_draws(deg, photo, seed, monkeypatch) == _small_draws(deg, small, seed, monkeypatch)
+        for seed in range(6)
+    ]
+    assert all(same) if deg.scalars_first else not all(same), same

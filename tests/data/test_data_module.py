@@ -371,3 +371,16 @@ def test_photo_stats_are_drawn_with_the_crops_own_degradation() -> None:
         gains.append((float(crop_gain), float((sample["cond_scalars"] / shrunk.mean((-2, -1))).mean())))
     assert all(abs(crop - photo) < 1e-5 for crop, photo in gains), gains
     assert max(crop for crop, _ in gains) - min(crop for crop, _ in gains) > 0.2  # the gains do vary
+
+
+def test_photo_stats_degrade_the_whole_photo_where_a_shrunk_copy_would_draw_otherwise() -> None:
+    """Shrunk copies only for one view and degradations that draw their parameters first; shadows (drawn after
+    their size-dependent masks) and stereo pairs degrade the whole photo and crop from it, as exact as before."""
+
+    def shrinks(degradation: dict, **settings: object) -> bool:
+        dm = PairedDataModule(degradation=degradation, **{**FAST, "photo_stats": "peak", **settings})
+        dm.setup("fit")
+        return dm.train_dataloader().dataset._shrunk_stats_match()
+
+    assert shrinks(HALF_EXPOSURE) and not shrinks(HALF_EXPOSURE, degrade_window=96)
+    assert not shrinks({"name": "shadow"}) and not shrinks(HALF_EXPOSURE, photo_stats=False)

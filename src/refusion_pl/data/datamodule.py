@@ -112,7 +112,7 @@ class PairedDataModule(L.LightningDataModule):
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
         degrade_window: int | None = None,
-        photo_stats: bool = False,
+        photo_stats: bool | str = False,
         pad_small: bool = True,
         upsample_lq: bool = False,
         skip_bad: bool = False,

@@ -527,7 +527,7 @@ class _PairDataset(Dataset):
         self.views, self.renderer = views, renderer
         self.loader = _Loader(channels, scale, cache, views)
         self._depths: dict[str, tuple[Tensor, Tensor]] = {}
-        self._shrunk: dict[str, Tensor] | None = {} if cache else None  # photo_stats: shrunk clean photos
+        self._shrunk: dict[Pair, Tensor] | None = {} if cache else None  # photo_stats: shrunk clean photos
 
     def _depth(self, pair: Pair, gt: Tensor) -> tuple[Tensor, Tensor]:
         """The photo's depth map and a sorted sample of it (the focus quantile of the whole photo, cheaply)."""
@@ -623,15 +623,16 @@ class TrainDataset(_PairDataset):
         if lq is None and self.renderer is not None:
             depth, photo = aligned_crop(self._depth(pair, gt)[0], gt, self.crop_size, 1, g, self.pad_small)
             lq, gt, extra["cond_scalars"] = self._render(pair, photo, depth, g)  # type: ignore[arg-type]
-        if lq is None and self.degrade_window:
-            gt = random_window(gt, self.degrade_window, self.scale, g)
+        shrunk = lq is None and self._shrunk_stats_match()
+        if lq is None and (self.degrade_window or (self.photo_stats and not shrunk)):
+            gt = random_window(gt, self.degrade_window or max(gt.shape[-2:]), self.scale, g)
             lq, gt = self._degrade(pair, gt, g)  # the crop below cuts through degradations at photo scale
         # photo_stats: the statistics of the whole photo (or window), LQ then GT
         stats = self._photo_stats(lq, gt, PEAK_POOL) if self.photo_stats and lq is not None else None
         whole = gt
         lq, gt = aligned_crop(lq, gt, self.crop_size, self.scale, g, self.pad_small)
         if lq is None:
-            if self.photo_stats:
+            if shrunk:
                 stats = self._shrunk_photo_stats(pair, whole, g)
             lq, gt = self._degrade(pair, gt, g)
         if self.augment:
@@ -657,18 +658,29 @@ class TrainDataset(_PairDataset):
         """What ``photo_stats`` networks are conditioned on (:func:`photo_statistics`), for LQ and GT."""
         return photo_statistics(lq, self.photo_stats, pool), photo_statistics(gt, self.photo_stats, pool)
 
+    def _shrunk_stats_match(self) -> bool:
+        """Whether photo statistics can come from a shrunk copy of the photo: one view, and a degradation that
+        draws its parameters first (``Degradation.scalars_first``); otherwise the whole photo is degraded and
+        the crop cut from it (exact, and about 25x slower on the bundled photos)."""
+        return (
+            bool(self.photo_stats)
+            and not self.degrade_window
+            and self.views == 1
+            and (getattr(self.degradation, "scalars_first", False))
+        )
+
     def _shrunk_photo_stats(self, pair: Pair, whole: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """The statistics of the whole clean photo shrunk ``PEAK_POOL`` times and degraded with the draws its
         crop is about to get (from a copy of ``g``): a sixteenth of the cost of degrading the whole photo. Means
         survive the shrinking, and the peaks are taken over ``PEAK_POOL``-averaged blocks anyway."""
         factor = PEAK_POOL if min(whole.shape[-2:]) >= 2 * PEAK_POOL * self.scale else 1
-        small = self._shrunk.get(pair.name) if self._shrunk is not None else None
+        small = self._shrunk.get(pair) if self._shrunk is not None else None
         if small is None:
             small = F.avg_pool2d(whole[None], factor)[0] if factor > 1 else whole
             h, w = (side // self.scale * self.scale for side in small.shape[-2:])
             small = small[..., :h, :w]
             if self._shrunk is not None:
-                self._shrunk[pair.name] = small
+                self._shrunk[pair] = small
         lq, gt = self._degrade(pair, small, torch.Generator().set_state(g.get_state()))
         return self._photo_stats(lq, gt, PEAK_POOL if factor == 1 else 1)
 

@@ -137,6 +137,9 @@ class Degradation(ABC):
     defaults: ClassVar[dict[str, Any]]
     specs: ClassVar[dict[str, _Spec]]
     scale: int = 1
+    # every random parameter of one image is drawn before anything whose draws depend on its size: copies of one
+    # generator degrade a photo and its shrunk copy with the same parameters (photo statistics; TrainDataset)
+    scalars_first: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -281,6 +284,7 @@ class Denoise(Degradation):
     """Additive white Gaussian noise, sigma in /255 units (``sigma: 25`` means 25/255)."""
 
     name = "denoise"
+    scalars_first = True
     defaults: ClassVar = {"sigma": 25.0, "clip": True}
     specs: ClassVar = {"sigma": _range(0.0, 255.0), "clip": _Spec("bool")}
 
@@ -297,6 +301,7 @@ class Deblur(Degradation):
     """Linear motion blur of random length and angle (kornia ``motion_blur``), optional noise."""
 
     name = "deblur"
+    scalars_first = True
     defaults: ClassVar = {
         "kernel_size": [9, 25],
         "angle": [0.0, 180.0],
@@ -364,6 +369,7 @@ class SuperResolution(Degradation):
     """Downscale by ``scale`` (antialiased, kornia resize): the LQ is ``scale`` times smaller than the GT."""
 
     name = "sr"
+    scalars_first = True
     defaults: ClassVar = {"scale": 4, "kernel": "bicubic", "blur": 0.0, "noise": 0.0}
     specs: ClassVar = {
         "scale": _Spec("int", 1, 16),
@@ -391,6 +397,7 @@ class Inpaint(Degradation):
     """Random free-form brush strokes and boxes filled with ``fill``."""
 
     name = "inpaint"
+    scalars_first = True
     defaults: ClassVar = {
         "num_strokes": [1, 4],
         "stroke_width": [0.02, 0.08],
@@ -470,6 +477,7 @@ class LowLight(Degradation):
     """Under-exposure: ``gain * x ** gamma`` (kornia ``adjust_gamma``), sensor noise, 8-bit quantisation."""
 
     name = "lowlight"
+    scalars_first = True
     defaults: ClassVar = {"gain": [0.08, 0.35], "gamma": [1.2, 2.0], "noise": [1.0, 6.0], "quantize": True}
     specs: ClassVar = {
         "gain": _range(0.0, 1.0),
@@ -493,6 +501,7 @@ class Jpeg(Degradation):
     """
 
     name = "jpeg"
+    scalars_first = True
     defaults: ClassVar = {"quality": [10, 50]}
     specs: ClassVar = {"quality": _int_range(1, 100)}
 
