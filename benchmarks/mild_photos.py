@@ -59,7 +59,7 @@ def latent_anatomy(
     net = module.noise_model
     sampled = sample_mean(
         module.sde,
-        with_scalars(net, photo_scalars(net, lq, None)),  # photo_stats networks: the photo's means
+        with_scalars(net, photo_scalars(net, lq, None)),  # photo_stats networks: the photo's statistics
         latent,
         module.samples,
         sampler=module.val_cfg["sampler"],

@@ -444,8 +444,8 @@ def _check_variant(cfg: Any) -> None:
             )
     if photo_stats and variant == "bokeh":
         raise ConfigError(
-            f"net.nafnet.photo_stats={str(photo_stats).lower()} does not combine with task={cfg.task.name}'s bokeh network: its "
-            "per-image scalars are the lens settings"
+            f"net.nafnet.photo_stats={str(photo_stats).lower()} does not combine with task={cfg.task.name}'s "
+            "bokeh network: its per-image scalars are the lens settings"
         )
     data_photo_stats = (cfg.data or {}).get("photo_stats", False)
     if photo_stats_setting(data_photo_stats) != photo_stats_setting(photo_stats):

@@ -33,14 +33,14 @@ def with_scalars(net: nn.Module, scalars: torch.Tensor | None) -> nn.Module:
 def photo_scalars(net: nn.Module, lq: torch.Tensor, cond_scalars: torch.Tensor | None) -> torch.Tensor | None:
     """``cond_scalars`` as given, else for ``photo_stats`` networks the statistics of the whole ``lq`` they take
     (``net.photo_kind``): computed before margins and tiles, so every tile is told how dark its whole photo is."""
-    count = getattr(net, "photo_stats", 0)
+    count, kind = getattr(net, "photo_stats", 0), getattr(net, "photo_kind", "means")
     if cond_scalars is not None or not count:
         return cond_scalars
-    stats = photo_statistics(lq, getattr(net, "photo_kind", "means"))
+    stats = photo_statistics(lq, kind)
     if stats.shape[-1] != count:
         raise ValueError(
             f"the network takes {count} photo statistics, but this {lq.shape[1]}-channel input gives "
-            f"{stats.shape[-1]} ({getattr(net, 'photo_kind', 'means')})"
+            f"{stats.shape[-1]} ({kind})"
         )
     return stats
 

@@ -247,7 +247,7 @@ def build_datamodule(cfg: DictConfig, stage: str) -> pl.LightningDataModule:
             crop_size=cfg.autoencoder.crop_size,
             swap_prob=cfg.autoencoder.swap_prob,
             dark_prob=cfg.data.dark_prob if cfg.autoencoder.dark_prob is None else cfg.autoencoder.dark_prob,
-            photo_stats=False,  # the autoencoder takes no photo means: no whole-photo degradations to draw
+            photo_stats=False,  # the autoencoder takes no photo statistics: none to draw
         )
     # sde.echo: each step loads batch_size / echo new pairs; the module trains on the last `echo` loads
     return hydra.utils.instantiate(cfg.data, batch_size=cfg.data.batch_size // int(cfg.sde.echo))

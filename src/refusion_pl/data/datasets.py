@@ -666,7 +666,7 @@ class TrainDataset(_PairDataset):
             bool(self.photo_stats)
             and not self.degrade_window
             and self.views == 1
-            and (getattr(self.degradation, "scalars_first", False))
+            and getattr(self.degradation, "scalars_first", False)
         )
 
     def _shrunk_photo_stats(self, pair: Pair, whole: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
