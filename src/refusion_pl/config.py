@@ -182,6 +182,9 @@ class TaskConfig:
     dark_prob: float = 0.1
     # The latent demo's data.dark_gain: how much darkened scenes are darkened (low light: white points of 0.6-1).
     dark_gain: list[float] = field(default_factory=lambda: [0.15, 0.6])
+    # The latent demo's data.dark_object_prob: dark objects painted into the clean photos (shadow: not every dark
+    # blurred region is a shadow).
+    dark_object_prob: float = 0.0
     # The latent demo's net.nafnet.photo_stats (low light: the photo's peak, so a dusk scene is not lifted).
     photo_stats: Any = False
 

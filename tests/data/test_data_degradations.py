@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from skimage import data as skdata
 
 from refusion_pl.data import DataError, build_degradation
-from refusion_pl.data.degradations import DEGRADATIONS
+from refusion_pl.data.degradations import DEGRADATIONS, with_dark_objects
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = ["shadow", "derain", "denoise", "deblur", "dehaze", "sr", "inpaint", "lowlight", "jpeg"]
@@ -174,3 +174,27 @@ def test_scalars_first_degradations_draw_the_same_parameters_at_any_size(task, p
         for seed in range(6)
     ]
     assert all(same) if deg.scalars_first else not all(same), same
+
+
+def test_dark_objects_hide_what_is_under_them_in_one_dark_flat_colour() -> None:
+    """A hard-edged, opaque object replaces the pixels it covers by one colour of brightness 0.03-0.35 and
+    saturation at most 0.6 (a shadow would keep their texture); the rest is untouched; a grey image gets a grey
+    object; the same generator paints the same objects."""
+    texture = 0.6 + 0.4 * torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0))
+    for seed in range(5):
+        draw = {"count": (1, 1), "blur": (0.0, 0.0), "opacity": (1.0, 1.0)}
+        out = with_dark_objects(texture, torch.Generator().manual_seed(seed), **draw)
+        assert torch.equal(out, with_dark_objects(texture, torch.Generator().manual_seed(seed), **draw))
+        covered = (out != texture).any(0)
+        assert 0.005 < covered.float().mean() < 0.95
+        assert torch.equal(out[:, ~covered], texture[:, ~covered])
+        colours = out[:, covered].unique(dim=1)
+        assert colours.shape[1] == 1  # flat: the texture under it is gone
+        value, low = colours.amax(), colours.amin()
+        assert 0.03 - 1e-6 <= value <= 0.35 + 1e-6 and (value - low) / value <= 0.6 + 1e-5
+    grey = with_dark_objects(texture[:1], torch.Generator().manual_seed(0))
+    assert (
+        grey.shape == (1, 96, 128)
+        and (grey <= texture[:1] + 1e-6).all()
+        and not torch.equal(grey, texture[:1])
+    )

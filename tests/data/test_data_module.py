@@ -242,6 +242,23 @@ def test_recolour_prob_changes_hue_and_saturation_of_the_clean_crop_before_degra
         PairedDataModule(degradation={"name": "shadow"}, recolour_prob=2, **FAST).setup("fit")
 
 
+def test_dark_object_prob_paints_dark_objects_into_the_clean_crop_before_degrading_it() -> None:
+    """Each GT is the same crop with part of it blended toward dark colours (never brighter than the crop or 0.35),
+    and the LQ degrades that GT; stereo data and bad values are refused by name."""
+    settings = {**FAST, "train_samples_per_epoch": 8, "batch_size": 8, "augment": False}
+    plain = _first_batches(PairedDataModule(degradation={"name": "shadow"}, **settings), 1)[0]
+    dm = PairedDataModule(degradation={"name": "shadow"}, dark_object_prob=1.0, **settings)
+    painted = _first_batches(dm, 1)[0]
+    covered = ((painted["gt"] - plain["gt"]).abs().amax(1) > 1e-3).flatten(1).float().mean(1)
+    assert (covered > 0.01).all() and (covered < 0.95).all() and covered.std() > 0.02
+    assert (painted["gt"] <= plain["gt"].clamp_min(0.35) + 1e-5).all()
+    assert (painted["lq"] <= painted["gt"] + 1e-6).all() and not torch.equal(painted["lq"], painted["gt"])
+    with pytest.raises(DataError, match=r"data\.dark_object_prob=1\.5"):
+        PairedDataModule(degradation={"name": "shadow"}, dark_object_prob=1.5, **FAST).setup("fit")
+    with pytest.raises(DataError, match=r"data\.dark_object_prob=0\.3: .*stereo"):
+        PairedDataModule(layout="stereo", degradation={"name": "sr"}, dark_object_prob=0.3, **FAST)
+
+
 def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:
     """Composed configs hand over a ListConfig; checkpoints (weights-only loading) must hold plain floats."""
     from omegaconf import OmegaConf

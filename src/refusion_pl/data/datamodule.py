@@ -111,6 +111,7 @@ class PairedDataModule(L.LightningDataModule):
         dark_gain: Sequence[float] = (0.15, 0.6),
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
+        dark_object_prob: float = 0.0,
         degrade_window: int | None = None,
         photo_stats: bool | str = False,
         pad_small: bool = True,
@@ -150,6 +151,7 @@ class PairedDataModule(L.LightningDataModule):
         for key in ("dark_gain", "dark_gamma", "mild_severity"):
             self.hparams[key] = list(getattr(self, key))  # plain floats: checkpoints load weights-only
         self.degrade_window, self.recolour_prob, self.photo_stats = degrade_window, recolour_prob, photo_stats
+        self.dark_object_prob = dark_object_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -218,8 +220,14 @@ class PairedDataModule(L.LightningDataModule):
                 raise DataError(
                     f"data.{key}={list(bounds)} must be [low, high] with {relation} <= high <= {top}"
                 )
-        if not 0.0 <= self.recolour_prob <= 1.0:
-            raise DataError(f"data.recolour_prob={self.recolour_prob} must be in [0, 1]")
+        for key in ("recolour_prob", "dark_object_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise DataError(f"data.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.dark_object_prob and self.views == 2:
+            raise DataError(
+                f"data.dark_object_prob={self.dark_object_prob}: dark objects are painted at one place in each "
+                "view, which no stereo pair shows; use 0 with stereo data"
+            )
         for key in ("swap_prob", "mild_prob"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
@@ -445,6 +453,7 @@ class PairedDataModule(L.LightningDataModule):
                 dark_gain=self.dark_gain,
                 dark_gamma=self.dark_gamma,
                 recolour_prob=self.recolour_prob,
+                dark_object_prob=self.dark_object_prob,
                 degrade_window=self.degrade_window,
                 photo_stats=self.photo_stats,
                 pad_small=self.pad_small,

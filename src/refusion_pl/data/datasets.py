@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 if TYPE_CHECKING:
     from refusion_pl.data.bokeh import BokehRenderer
 
-from refusion_pl.data.degradations import Degradation, _uniform
+from refusion_pl.data.degradations import Degradation, _uniform, with_dark_objects
 from refusion_pl.data.io import IMAGE_EXTENSIONS, DataError, read_image
 from refusion_pl.models.nafnet import PEAK_POOL, photo_statistics, photo_stats_kind
 
@@ -589,6 +589,7 @@ class TrainDataset(_PairDataset):
         dark_gain: Sequence[float] = (0.15, 0.6),
         dark_gamma: Sequence[float] = (1.0, 1.0),
         recolour_prob: float = 0.0,
+        dark_object_prob: float = 0.0,
         degrade_window: int | None = None,
         photo_stats: bool | str = False,
         pad_small: bool = True,
@@ -611,6 +612,7 @@ class TrainDataset(_PairDataset):
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
         self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
         self.recolour_prob, self.dark_gamma, self.mild_severity = recolour_prob, dark_gamma, mild_severity
+        self.dark_object_prob = dark_object_prob
 
     def __len__(self) -> int:
         return self.length
@@ -688,14 +690,16 @@ class TrainDataset(_PairDataset):
         return self._photo_stats(lq, gt, PEAK_POOL if factor == 1 else 1)
 
     def _degrade(self, pair: Pair, gt: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``(lq, gt)`` from a clean image: recoloured with ``recolour_prob`` and darkened with ``dark_prob``
-        first, then the task's degradation."""
+        """``(lq, gt)`` from a clean image: recoloured with ``recolour_prob``, darkened with ``dark_prob`` and
+        given dark objects with ``dark_object_prob`` first, then the task's degradation."""
         if self.degradation is None:
             raise DataError(f"{pair.name}: clean-only data needs a degradation (task.degradation)")
         if self.recolour_prob > 0 and float(torch.rand((), generator=g)) < self.recolour_prob:
             gt = recoloured(gt, g)
         if self.dark_prob > 0 and float(torch.rand((), generator=g)) < self.dark_prob:
             gt = darkened(gt, g, self.dark_gain, self.dark_gamma)
+        if self.dark_object_prob > 0 and float(torch.rand((), generator=g)) < self.dark_object_prob:
+            gt = with_dark_objects(gt, g)
         lq = self.degradation(_views_on_batch(gt, self.views), g)
         return (torch.cat(list(lq)) if self.views == 2 else lq[0]), gt
 

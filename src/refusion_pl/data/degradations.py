@@ -178,6 +178,59 @@ def _int_range(low: int | None = None, high: int | None = None) -> _Spec:
 # ------------------------------------------------------------------------------------------ tasks
 
 
+def random_convex_polygon(h: int, w: int, g: torch.Generator, size: Range) -> Tensor:
+    """``(n, 2)`` xy corners of a random convex polygon with a radius of ``size`` (fraction of the short side):
+    points on a random ellipse, sorted by angle, are always convex."""
+    n = _randint(g, (3, 8))
+    radius = min(h, w) * _uniform(g, size)
+    centre = torch.rand(2, generator=g) * torch.tensor([w, h])
+    radii = radius * (0.5 + torch.rand(2, generator=g))
+    angles = torch.sort(torch.rand(n, generator=g) * 2 * math.pi).values
+    rot = torch.rand((), generator=g) * math.pi
+    ex, ey = radii[0] * torch.cos(angles), radii[1] * torch.sin(angles)
+    xs = centre[0] + ex * torch.cos(rot) - ey * torch.sin(rot)
+    ys = centre[1] + ex * torch.sin(rot) + ey * torch.cos(rot)
+    return torch.stack([xs, ys], dim=-1)
+
+
+def with_dark_objects(
+    x: Tensor,
+    g: torch.Generator,
+    count: tuple[int, int] = (1, 3),
+    size: Range = (0.1, 0.4),
+    blur: Range = (0.005, 0.06),
+    value: Range = (0.03, 0.35),
+    opacity: Range = (0.7, 1.0),
+) -> Tensor:
+    """``x`` (C, H, W) with dark, flat-coloured, soft-edged objects painted over it: content, not a degradation.
+
+    A shadow darkens what lies under it and keeps its texture; a dark object in front of it hides it. Shown only
+    shadows, a model lifts every soft dark region it meets (the out-of-focus brown blobs behind a cat come out
+    orange); painted into the clean photo before it is degraded, such objects teach it that dark and blurred is
+    not the same as shadowed (``data.dark_object_prob``; README, "Dark objects"). Each object's colour has a
+    random hue, a saturation of 0-0.6 and a brightness in ``value``; its edge is blurred by ``blur`` (fraction of
+    the short side: sharp to out of focus).
+    """
+    c, h, w = x.shape
+    out = x[None]
+    for _ in range(_randint(g, count)):
+        for _attempt in range(4):  # one that barely touches the image is redrawn (a few times at most)
+            corners = random_convex_polygon(h, w, g, size)[None]
+            mask = _draw_convex_polygon(torch.zeros(1, 1, h, w), corners, torch.ones(1, 1))
+            if mask.mean() > 0.01:
+                break
+        mask = _blur(mask, _uniform(g, blur) * min(h, w)).clamp(0.0, 1.0) * _uniform(g, opacity)
+        brightness, saturation = _uniform(g, value), 0.6 * float(torch.rand((), generator=g))
+        hue = 2 * math.pi * float(torch.rand((), generator=g))
+        if c == 3:
+            hsv = torch.tensor([hue, saturation, brightness]).view(1, 3, 1, 1)
+            colour = kornia.color.hsv_to_rgb(hsv)
+        else:
+            colour = torch.full((1, c, 1, 1), brightness)
+        out = out * (1.0 - mask) + colour * mask
+    return out[0]
+
+
 class Shadow(Degradation):
     """Plasma shadows plus hard-edged polygons with a blurred penumbra: multiplicative, slightly blue."""
 
@@ -225,17 +278,7 @@ class Shadow(Degradation):
         return _blur(mask, _uniform(g, p["penumbra"]) * min(h, w)).clamp(0.0, 1.0)
 
     def _convex_polygon(self, h: int, w: int, g: torch.Generator) -> Tensor:
-        """Points on a random ellipse, sorted by angle, are always convex."""
-        n = _randint(g, (3, 8))
-        size = min(h, w) * _uniform(g, self.params["polygon_size"])
-        centre = torch.rand(2, generator=g) * torch.tensor([w, h])
-        radii = size * (0.5 + torch.rand(2, generator=g))
-        angles = torch.sort(torch.rand(n, generator=g) * 2 * math.pi).values
-        rot = torch.rand((), generator=g) * math.pi
-        ex, ey = radii[0] * torch.cos(angles), radii[1] * torch.sin(angles)
-        xs = centre[0] + ex * torch.cos(rot) - ey * torch.sin(rot)
-        ys = centre[1] + ex * torch.sin(rot) + ey * torch.cos(rot)
-        return torch.stack([xs, ys], dim=-1)
+        return random_convex_polygon(h, w, g, self.params["polygon_size"])
 
     def _plasma_mask(self, h: int, w: int, g: torch.Generator) -> Tensor:
         plasma = _plasma(h, w, _uniform(g, self.params["plasma_roughness"]), g)
