@@ -250,6 +250,27 @@ def test_checkpoints_keep_or_override_the_spacing():
     assert DiffusionModule.from_checkpoint_data(checkpoint, "x").val_cfg["spacing"] == "ou"
 
 
+def test_restore_samples_with_the_checkpoints_steps_unless_told_otherwise():
+    """``module.restore(lq)`` takes the steps the checkpoint was trained to be sampled with (``sde.sample_steps``),
+    as ``refusion-restore`` does; asking for other steps still works, and without sample_steps it runs all T."""
+    torch.manual_seed(0)
+    module = DiffusionModule(model="pixel", nafnet=TINY, sde={**SDE, "sample_steps": 3})
+    checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
+    checkpoint[CHECKPOINT_KEY] = {"kind": "diffusion"}
+    loaded = DiffusionModule.from_checkpoint_data(checkpoint, "x")
+    lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def restored(module: DiffusionModule, steps: int | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return module.restore(lq, steps=steps, generator=torch.Generator().manual_seed(2))
+
+    assert torch.equal(restored(loaded), restored(loaded, 3))
+    assert not torch.allclose(restored(loaded), restored(loaded, 100))
+    checkpoint["hyper_parameters"]["sde"] = {**SDE, "sample_steps": None}
+    unset = DiffusionModule.from_checkpoint_data(checkpoint, "x")
+    assert torch.equal(restored(unset), restored(unset, 100))
+
+
 def test_latent_stage2_does_not_blow_up_on_latents_4x_larger_than_its_training_ones():
     """Trained briefly on 8x8 latents (64-pixel crops), restoring a whole 256-pixel photo (32x32 latents) stays
     near the input's latent: no error amplification along the trajectory (it once reached |x - mu| ~ 1e9)."""

@@ -297,8 +297,9 @@ class DiffusionModule(RestorationModule):
     ) -> torch.Tensor:
         """Restore ``lq`` (stereo: both views on channels); bokeh networks also take ``cond_scalars`` (B, 3).
 
-        ``sampler``, ``spacing``, ``edge_margin``, ``samples``, ``temperature`` and ``shift_jitter`` default to the
-        checkpoint's ``val`` settings (``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints
+        ``steps``, ``sampler``, ``spacing``, ``edge_margin``, ``samples``, ``temperature`` and ``shift_jitter``
+        default to the checkpoint's ``val`` settings (``sde.sample_steps``: all T when unset, as
+        ``refusion-restore`` samples; ``sde.sampler``, ``sde.spacing``, ``val.edge_margin``: 0 for checkpoints
         that predate it and for converted originals, ``val.samples``, ``val.temperature``: 1 unless set, and
         ``val.shift_jitter``: off unless set).
         """
@@ -308,7 +309,7 @@ class DiffusionModule(RestorationModule):
             lq,
             autoencoder=self.autoencoder,
             sampler=sampler or self.val_cfg["sampler"],
-            steps=steps,
+            steps=self.val_cfg.get("sample_steps") if steps is None else steps,
             generator=generator,
             progress=progress,
             cond_scalars=cond_scalars,
