@@ -259,6 +259,23 @@ def test_dark_object_prob_paints_dark_objects_into_the_clean_crop_before_degradi
         PairedDataModule(layout="stereo", degradation={"name": "sr"}, dark_object_prob=0.3, **FAST)
 
 
+def test_clean_prob_leaves_that_share_of_pairs_undegraded() -> None:
+    """With clean_prob the LQ of that share of pairs is the GT itself (the rest degraded as before, the GTs
+    unchanged); tasks whose LQ is smaller than the GT and bad values are refused by name."""
+    settings = {**FAST, "train_samples_per_epoch": 16, "batch_size": 16, "augment": False}
+    plain = _first_batches(PairedDataModule(degradation={"name": "shadow"}, **settings), 1)[0]
+    for prob, low, high in ((1.0, 16, 16), (0.5, 3, 13)):
+        dm = PairedDataModule(degradation={"name": "shadow"}, clean_prob=prob, **settings)
+        batch = _first_batches(dm, 1)[0]
+        clean = (batch["lq"] == batch["gt"]).flatten(1).all(1)
+        assert low <= int(clean.sum()) <= high, (prob, clean)
+        assert torch.equal(batch["gt"], plain["gt"]) and torch.equal(batch["lq"][~clean], plain["lq"][~clean])
+    with pytest.raises(DataError, match=r"data\.clean_prob=-1"):
+        PairedDataModule(degradation={"name": "shadow"}, clean_prob=-1, **FAST).setup("fit")
+    with pytest.raises(DataError, match=r"data\.clean_prob > 0 needs LQ and GT of the same size"):
+        PairedDataModule(degradation={"name": "sr"}, scale=2, clean_prob=0.2, **FAST).setup("fit")
+
+
 def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:
     """Composed configs hand over a ListConfig; checkpoints (weights-only loading) must hold plain floats."""
     from omegaconf import OmegaConf

@@ -106,6 +106,7 @@ class PairedDataModule(L.LightningDataModule):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        clean_prob: float = 0.0,
         mild_severity: Sequence[float] = (0.0, 1.0),
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
@@ -151,7 +152,7 @@ class PairedDataModule(L.LightningDataModule):
         for key in ("dark_gain", "dark_gamma", "mild_severity"):
             self.hparams[key] = list(getattr(self, key))  # plain floats: checkpoints load weights-only
         self.degrade_window, self.recolour_prob, self.photo_stats = degrade_window, recolour_prob, photo_stats
-        self.dark_object_prob = dark_object_prob
+        self.dark_object_prob, self.clean_prob = dark_object_prob, clean_prob
         self.skip_bad, self.check_images, self.seed, self.val_seed = skip_bad, check_images, seed, val_seed
         self.train_samples_per_epoch, self.val_size, self.max_val_images = (
             train_samples_per_epoch,
@@ -228,7 +229,7 @@ class PairedDataModule(L.LightningDataModule):
                 f"data.dark_object_prob={self.dark_object_prob}: dark objects are painted at one place in each "
                 "view, which no stereo pair shows; use 0 with stereo data"
             )
-        for key in ("swap_prob", "mild_prob"):
+        for key in ("swap_prob", "mild_prob", "clean_prob"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise DataError(f"data.{key}={value} must be in [0, 1]")
@@ -448,6 +449,7 @@ class PairedDataModule(L.LightningDataModule):
                 augment=self.augment,
                 swap_prob=self.swap_prob,
                 mild_prob=self.mild_prob,
+                clean_prob=self.clean_prob,
                 mild_severity=self.mild_severity,
                 dark_prob=self.dark_prob,
                 dark_gain=self.dark_gain,

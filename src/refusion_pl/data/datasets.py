@@ -584,6 +584,7 @@ class TrainDataset(_PairDataset):
         augment: bool = True,
         swap_prob: float = 0.0,
         mild_prob: float = 0.0,
+        clean_prob: float = 0.0,
         mild_severity: Sequence[float] = (0.0, 1.0),
         dark_prob: float = 0.0,
         dark_gain: Sequence[float] = (0.15, 0.6),
@@ -612,7 +613,7 @@ class TrainDataset(_PairDataset):
         self.upsample_lq, self.seed, self.mild_prob = upsample_lq, seed, mild_prob
         self.dark_prob, self.dark_gain, self.degrade_window = dark_prob, dark_gain, degrade_window
         self.recolour_prob, self.dark_gamma, self.mild_severity = recolour_prob, dark_gamma, mild_severity
-        self.dark_object_prob = dark_object_prob
+        self.dark_object_prob, self.clean_prob = dark_object_prob, clean_prob
 
     def __len__(self) -> int:
         return self.length
@@ -646,6 +647,10 @@ class TrainDataset(_PairDataset):
             lq = milder(lq, gt, severity)
             if stats is not None:  # a blend's statistics as the blend of the statistics (exact for means)
                 stats = (milder(stats[0], stats[1], severity), stats[1])
+        if self.clean_prob > 0 and float(torch.rand((), generator=g)) < self.clean_prob:
+            lq = gt.clone()  # nothing to restore: a model that always finds a shadow lifts dark content
+            if stats is not None:
+                stats = (stats[1], stats[1])
         if self.swap_prob > 0 and float(torch.rand((), generator=g)) < self.swap_prob:
             lq, gt = gt, lq
             if "cond_scalars" in extra:  # the target's lens becomes the source's, and the reverse
