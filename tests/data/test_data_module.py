@@ -253,6 +253,14 @@ def test_dark_object_prob_paints_dark_objects_into_the_clean_crop_before_degradi
     assert (covered > 0.01).all() and (covered < 0.95).all() and covered.std() > 0.02
     assert (painted["gt"] <= plain["gt"].clamp_min(0.35) + 1e-5).all()
     assert (painted["lq"] <= painted["gt"] + 1e-6).all() and not torch.equal(painted["lq"], painted["gt"])
+    # photo statistics then come from the whole photo with its objects, not a shrunk copy drawn at another size
+    stats = {**FAST, "photo_stats": "peak", "degradation": {"name": "lowlight"}}
+    with_objects = PairedDataModule(dark_object_prob=0.3, **stats)
+    with_objects.setup("fit")
+    without = PairedDataModule(**stats)
+    without.setup("fit")
+    assert without.train_dataloader().dataset._shrunk_stats_match()
+    assert not with_objects.train_dataloader().dataset._shrunk_stats_match()
     with pytest.raises(DataError, match=r"data\.dark_object_prob=1\.5"):
         PairedDataModule(degradation={"name": "shadow"}, dark_object_prob=1.5, **FAST).setup("fit")
     with pytest.raises(DataError, match=r"data\.dark_object_prob=0\.3: .*stereo"):
@@ -274,6 +282,8 @@ def test_clean_prob_leaves_that_share_of_pairs_undegraded() -> None:
         PairedDataModule(degradation={"name": "shadow"}, clean_prob=-1, **FAST).setup("fit")
     with pytest.raises(DataError, match=r"data\.clean_prob > 0 needs LQ and GT of the same size"):
         PairedDataModule(degradation={"name": "sr"}, scale=2, clean_prob=0.2, **FAST).setup("fit")
+    with pytest.raises(DataError, match=r"data\.clean_prob=0\.2: .*bokeh"):
+        PairedDataModule(layout="bokeh", clean_prob=0.2, **FAST)
 
 
 def test_dark_gain_from_a_config_is_saved_as_plain_numbers() -> None:

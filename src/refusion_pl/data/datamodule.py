@@ -224,6 +224,11 @@ class PairedDataModule(L.LightningDataModule):
         for key in ("recolour_prob", "dark_object_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise DataError(f"data.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.clean_prob and self.layout == "bokeh":
+            raise DataError(
+                f"data.clean_prob={self.clean_prob}: a bokeh pair's lens scalars ask for a lens change, which an "
+                "undegraded pair does not show; use 0 with bokeh data"
+            )
         if self.dark_object_prob and self.views == 2:
             raise DataError(
                 f"data.dark_object_prob={self.dark_object_prob}: dark objects are painted at one place in each "

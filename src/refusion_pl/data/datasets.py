@@ -666,12 +666,13 @@ class TrainDataset(_PairDataset):
         return photo_statistics(lq, self.photo_stats, pool), photo_statistics(gt, self.photo_stats, pool)
 
     def _shrunk_stats_match(self) -> bool:
-        """Whether photo statistics can come from a shrunk copy of the photo: one view, and a degradation that
-        draws its parameters first (``Degradation.scalars_first``); otherwise the whole photo is degraded and
+        """Whether photo statistics can come from a shrunk copy of the photo: one view, no dark objects (drawn
+        per image size), and a degradation that draws its parameters first (``Degradation.scalars_first``); otherwise the whole photo is degraded and
         the crop cut from it (exact, and about 25x slower on the bundled photos)."""
         return (
             bool(self.photo_stats)
             and not self.degrade_window
+            and not self.dark_object_prob
             and self.views == 1
             and getattr(self.degradation, "scalars_first", False)
         )

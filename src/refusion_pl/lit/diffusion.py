@@ -309,7 +309,7 @@ class DiffusionModule(RestorationModule):
             lq,
             autoencoder=self.autoencoder,
             sampler=sampler or self.val_cfg["sampler"],
-            steps=self.val_cfg.get("sample_steps") if steps is None else steps,
+            steps=(self.hparams.get("sde") or {}).get("sample_steps") if steps is None else steps,
             generator=generator,
             progress=progress,
             cond_scalars=cond_scalars,
