@@ -66,6 +66,13 @@ class SDELoss(StrEnum):
     x0 = "x0"
 
 
+class LossNorm(StrEnum):
+    """Mirrors refusion_pl.sde.LOSS_NORMS: absolute (the original's) or squared errors."""
+
+    l1 = "l1"
+    l2 = "l2"
+
+
 class DecodeMode(StrEnum):
     """Mirrors refusion_pl.models.unet_ae.DECODE_MODES: how a restored latent becomes an image."""
 
@@ -132,6 +139,7 @@ def photo_stats_setting(setting: object) -> str | None:
 
 
 SDE_LOSSES = _values(SDELoss)
+LOSS_NORMS = _values(LossNorm)
 SAMPLERS = _values(Sampler)
 SPACINGS = _values(Spacing)
 AUTOENCODER_INITS = _values(AutoencoderInit)
@@ -162,6 +170,7 @@ class SDEConfig:
     spacing: Spacing = Spacing.ou
     prediction: Prediction = Prediction.noise
     loss: SDELoss = SDELoss.mean
+    loss_norm: LossNorm = LossNorm.l1
     image_loss: float = 0.0
     mean_path: float = 0.0
     icnr: bool = False
@@ -351,6 +360,7 @@ def check_sde(sde: Any, prefix: str = "sde") -> None:
     _check_choice(f"{prefix}.spacing", getattr(sde, "spacing", "ou"), SPACINGS)
     _check_choice(f"{prefix}.prediction", sde.prediction, PREDICTIONS)
     _check_choice(f"{prefix}.loss", getattr(sde, "loss", "mean"), SDE_LOSSES)
+    _check_choice(f"{prefix}.loss_norm", getattr(sde, "loss_norm", "l1"), LOSS_NORMS)
     _check_range(f"{prefix}.image_loss", getattr(sde, "image_loss", 0.0), 0, None)
     _check_range(f"{prefix}.echo", getattr(sde, "echo", 1), 1, None)
     if sde.sample_steps is not None:

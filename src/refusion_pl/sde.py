@@ -18,6 +18,8 @@ from torch import Tensor
 SCHEDULES = ("cosine", "linear", "constant")
 # Stage-2 objectives: "mean" matches the reverse-SDE mean (the paper), "x0" the clean image (IRSDE.x0_loss).
 LOSSES = ("mean", "x0")
+#: How a training loss measures an error: absolute (the original's) or squared.
+LOSS_NORMS = ("l1", "l2")
 
 Timestep = int | Tensor
 
@@ -242,32 +244,43 @@ class IRSDE:
     def _clamped_std(self, var_ratio: Tensor) -> Tensor:
         return self.lam * torch.sqrt(torch.clamp(var_ratio, min=1e-20 * self.dt))
 
-    def training_loss(self, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
-        """L1 between the reverse-SDE mean implied by ``noise_pred`` and the optimal ``x_{t-1}``.
+    def training_loss(
+        self, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep, norm: str = "l1"
+    ) -> Tensor:
+        """L1 (or ``norm``) between the reverse-SDE mean implied by ``noise_pred`` and the optimal ``x_{t-1}``.
 
         Mean over pixels, then over the batch (equal to the global mean for equally sized images).
         """
         score = self.score_from_noise(noise_pred, t)
         pred = self.reverse_sde_mean(xt, mu, score, t)
         target = self.reverse_optimum(xt, x0, mu, t)
-        return (pred - target).abs().flatten(1).mean(dim=1).mean()
+        return _error(pred - target, norm)
 
-    def x0_loss(self, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
-        """L1 between the clean image implied by ``noise_pred`` and ``x0``: every timestep weighs the restoration.
+    def x0_loss(
+        self, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep, norm: str = "l1"
+    ) -> Tensor:
+        """L1 (or ``norm``) between the clean image implied by ``noise_pred`` and ``x0``: every timestep weighs
+        the restoration.
 
         :meth:`training_loss` weighs an error in ``x0`` by its share of the next reverse step, which vanishes
         near ``t = T``: there the network must infer ``x0`` from ``mu`` alone (the restoration itself), yet it
         is hardly trained to. Short runs then learn to denoise but not to restore (measured in the README).
         """
         pred = self.x0_from_noise(xt, mu, noise_pred, t)
-        return (pred - x0).abs().flatten(1).mean(dim=1).mean()
+        return _error(pred - x0, norm)
 
-    def loss(self, name: str, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep) -> Tensor:
-        """The training loss ``name`` (one of ``LOSSES``)."""
+    def loss(
+        self, name: str, noise_pred: Tensor, xt: Tensor, x0: Tensor, mu: Tensor, t: Timestep, norm: str = "l1"
+    ) -> Tensor:
+        """The training loss ``name`` (one of ``LOSSES``), its errors measured by ``norm`` (``LOSS_NORMS``)."""
+        if norm not in LOSS_NORMS:
+            raise ValueError(
+                f"sde.loss_norm={norm!r} is not supported; choose one of: {', '.join(LOSS_NORMS)}"
+            )
         if name == "mean":
-            return self.training_loss(noise_pred, xt, x0, mu, t)
+            return self.training_loss(noise_pred, xt, x0, mu, t, norm)
         if name == "x0":
-            return self.x0_loss(noise_pred, xt, x0, mu, t)
+            return self.x0_loss(noise_pred, xt, x0, mu, t, norm)
         raise ValueError(f"sde.loss={name!r} is not supported; choose one of: {', '.join(LOSSES)}")
 
     # ------------------------------------------------------------------ jumps between two timesteps t > s
@@ -307,3 +320,14 @@ class IRSDE:
         _, _, b, _, c, _ = self._between(t, s, xt)
         ratio = self._at("sigma_bars", s, xt) / self._at("sigma_bars", t, xt)
         return mu + c * (x0 - mu) + ratio * (xt - mu - b * (x0 - mu))
+
+
+def _error(difference: Tensor, norm: str) -> Tensor:
+    """Mean absolute (``l1``) or squared (``l2``) error over each sample's pixels, then over the batch.
+
+    L1's optimum is the median of what the data shows for an input, L2's the mean: where a region is as often
+    a degradation as content (a soft dark patch: shadow or dark fur), L1 learns all or nothing, L2 a partial
+    correction (README, "Dark objects").
+    """
+    error = difference.abs() if norm == "l1" else difference.square()
+    return error.flatten(1).mean(dim=1).mean()

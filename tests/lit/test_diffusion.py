@@ -250,6 +250,24 @@ def test_checkpoints_keep_or_override_the_spacing():
     assert DiffusionModule.from_checkpoint_data(checkpoint, "x").val_cfg["spacing"] == "ou"
 
 
+def test_training_measures_errors_with_the_configured_loss_norm():
+    """``sde.loss_norm=l2`` trains on the squared error of the same draw that l1 takes absolute; a bad norm is
+    refused by name."""
+    sde = {**SDE, "prediction": "x0", "loss": "x0"}
+    batch = {"lq": torch.rand(2, 3, 16, 16), "gt": torch.rand(2, 3, 16, 16)}
+    losses = {}
+    for norm in ("l1", "l2"):
+        torch.manual_seed(0)
+        module = DiffusionModule(model="pixel", nafnet=TINY, sde={**sde, "loss_norm": norm})
+        torch.manual_seed(1)  # the same timesteps and noise for both
+        losses[norm] = float(module.training_step(batch, 0))
+    # a fresh x0 network returns mu: its error is lq - gt at every timestep
+    assert losses["l1"] == pytest.approx(float((batch["lq"] - batch["gt"]).abs().mean()), rel=1e-3)
+    assert losses["l2"] == pytest.approx(float((batch["lq"] - batch["gt"]).square().mean()), rel=1e-3)
+    with pytest.raises(ValueError, match=r"sde\.loss_norm='huber'"):
+        DiffusionModule(model="pixel", nafnet=TINY, sde={**sde, "loss_norm": "huber"})
+
+
 def test_restore_samples_with_the_checkpoints_steps_unless_told_otherwise():
     """``module.restore(lq)`` takes the steps the checkpoint was trained to be sampled with (``sde.sample_steps``),
     as ``refusion-restore`` does; asking for other steps still works, and without sample_steps it runs all T."""

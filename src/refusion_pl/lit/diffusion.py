@@ -18,7 +18,7 @@ from refusion_pl.models import PREDICTIONS, AEHidden, ConditionalNAFNet, UNetAut
 from refusion_pl.models.inference import inference_switches, prepare_for_inference
 from refusion_pl.models.nafnet import photo_stats_count, photo_stats_kind
 from refusion_pl.pipeline import restore
-from refusion_pl.sde import IRSDE, LOSSES
+from refusion_pl.sde import IRSDE, LOSS_NORMS, LOSSES
 
 # SDE settings fixed by training; a checkpoint is never sampled with different ones.
 TRAINED_SDE_KEYS = ("max_sigma", "steps", "schedule", "eps", "prediction")
@@ -93,6 +93,9 @@ class DiffusionModule(RestorationModule):
         self.loss_name = sde.get("loss", "mean")
         if self.loss_name not in LOSSES:
             raise ValueError(f"sde.loss={self.loss_name!r}; choose one of: {', '.join(LOSSES)}")
+        self.loss_norm = sde.get("loss_norm", "l1")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ValueError(f"sde.loss_norm={self.loss_norm!r}; choose one of: {', '.join(LOSS_NORMS)}")
         self.image_loss_weight = float(sde.get("image_loss", 0.0))
         if self.image_loss_weight < 0:
             raise ValueError(f"sde.image_loss={self.image_loss_weight!r} must be >= 0")
@@ -227,7 +230,7 @@ class DiffusionModule(RestorationModule):
         noise = self.training_noise(x0)
         xt = self.sde.forward_sample(x0, mu, t, noise)
         noise_pred = self.noise_model(xt, mu, t, *([] if scalars is None else [scalars]))
-        loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t)
+        loss = self.sde.loss(self.loss_name, noise_pred, xt, x0, mu, t, self.loss_norm)
         if self.image_loss_weight and hidden is not None:
             image_loss = self.decoded_x0_loss(noise_pred, xt, mu, t, hidden, gt)
             self.log("train/image_loss", image_loss, batch_size=x0.shape[0])
