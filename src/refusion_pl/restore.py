@@ -143,8 +143,8 @@ def load_model(
 
 
 def default_steps(module: Any) -> int | None:
-    """The sampling steps a checkpoint was trained to be sampled with (``sde.sample_steps``; None: all T)."""
-    return (module.hparams.get("sde") or {}).get("sample_steps")
+    """The sampling steps a checkpoint was trained to be sampled with (``DiffusionModule.sample_steps``)."""
+    return module.sample_steps
 
 
 def inference_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -224,6 +224,14 @@ class PairedDataModule(L.LightningDataModule):
         for key in ("recolour_prob", "dark_object_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise DataError(f"data.{key}={getattr(self, key)} must be in [0, 1]")
+        for key in ("swap_prob", "mild_prob", "clean_prob"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise DataError(f"data.{key}={value} must be in [0, 1]")
+            if value > 0 and self.scale > 1 and not self.upsample_lq:
+                raise DataError(
+                    f"data.{key} > 0 needs LQ and GT of the same size (scale 1 or data.upsample_lq)"
+                )
         if self.clean_prob and self.layout == "bokeh":
             raise DataError(
                 f"data.clean_prob={self.clean_prob}: a bokeh pair's lens scalars ask for a lens change, which an "
@@ -234,14 +242,6 @@ class PairedDataModule(L.LightningDataModule):
                 f"data.dark_object_prob={self.dark_object_prob}: dark objects are painted at one place in each "
                 "view, which no stereo pair shows; use 0 with stereo data"
             )
-        for key in ("swap_prob", "mild_prob", "clean_prob"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise DataError(f"data.{key}={value} must be in [0, 1]")
-            if value > 0 and self.scale > 1 and not self.upsample_lq:
-                raise DataError(
-                    f"data.{key} > 0 needs LQ and GT of the same size (scale 1 or data.upsample_lq)"
-                )
         if self.check_images not in CHECK_MODES:
             raise DataError(f"data.check_images={self.check_images!r}; allowed: {list(CHECK_MODES)}")
         if not self.val_holdout > 0:

@@ -273,12 +273,9 @@ class Shadow(Degradation):
         for attempt in range(n + 4):  # a polygon that misses the image is redrawn (a few times at most)
             if attempt >= n and (n == 0 or mask.mean() > 0.02):
                 break
-            poly = self._convex_polygon(h, w, g)
+            poly = random_convex_polygon(h, w, g, p["polygon_size"])
             mask = _draw_convex_polygon(mask, poly[None], torch.ones(1, 1))
         return _blur(mask, _uniform(g, p["penumbra"]) * min(h, w)).clamp(0.0, 1.0)
-
-    def _convex_polygon(self, h: int, w: int, g: torch.Generator) -> Tensor:
-        return random_convex_polygon(h, w, g, self.params["polygon_size"])
 
     def _plasma_mask(self, h: int, w: int, g: torch.Generator) -> Tensor:
         plasma = _plasma(h, w, _uniform(g, self.params["plasma_roughness"]), g)

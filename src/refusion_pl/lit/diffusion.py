@@ -312,7 +312,7 @@ class DiffusionModule(RestorationModule):
             lq,
             autoencoder=self.autoencoder,
             sampler=sampler or self.val_cfg["sampler"],
-            steps=(self.hparams.get("sde") or {}).get("sample_steps") if steps is None else steps,
+            steps=self.sample_steps if steps is None else steps,
             generator=generator,
             progress=progress,
             cond_scalars=cond_scalars,
@@ -322,6 +322,11 @@ class DiffusionModule(RestorationModule):
             temperature=self.temperature if temperature is None else temperature,
             shift_jitter=self.shift_jitter if shift_jitter is None else shift_jitter,
         )
+
+    @property
+    def sample_steps(self) -> int | None:
+        """The steps the checkpoint was trained to be sampled with (``sde.sample_steps``; None: all T)."""
+        return (self.hparams.get("sde") or {}).get("sample_steps")
 
     @property
     def edge_margin(self) -> int:
